@@ -1,0 +1,53 @@
+# Thin wrapper: every target calls CMake/ctest or a script under scripts/. `make help` lists them.
+BUILD_DIR ?= build/release
+JOBS ?= $(shell nproc)
+
+.DEFAULT_GOAL := help
+.PHONY: help all deps build test unit demo bench fuzz format clean
+
+define BANNER
+
+         _____                  _
+        |  __ \                | |
+        | |__) |__  ___ _ __ __| |
+        |  ___/ _ \/ _ \ '__/ _` |
+        | |  |  __/  __/ | | (_| |
+        |_|   \___|\___|_|  \__,_|
+
+endef
+export BANNER
+
+help: ## Generates help for all targets with a description.
+	@echo "$$BANNER"
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | sort | \
+		awk 'BEGIN {FS = ":.*?## "}; {printf "%-30s %s\n", $$1, $$2}'
+
+all: build test ## Runs the peerd build targets in the correct order.
+
+deps: ## Installs every Debian package the project needs (root).
+	./scripts/install-deps.sh
+
+build: ## Build the peerd libraries, tests, demo and benchmarks.
+	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	ninja -C $(BUILD_DIR) -j $(JOBS)
+
+unit: build ## Runs the unit tests (ctest label unit).
+	cd $(BUILD_DIR) && ctest -L unit --output-on-failure -j $(JOBS)
+
+test: ## Runs everything CI runs: deps, -Werror build, unit tests, ASan+UBSan, fuzzers, format check.
+	./scripts/test.sh
+
+demo: ## Runs the main job (for now: the DHT demo on the deterministic harness, 1000 nodes).
+	./scripts/demo.sh
+
+bench: build ## Runs the Google Benchmark targets (not run in CI).
+	@for b in $(BUILD_DIR)/benchmarks/*_benchmark; do echo "== $$b"; $$b; done
+
+fuzz: ## Builds the libFuzzer targets with clang and runs each for FUZZ_SECONDS (default 60).
+	./scripts/fuzz.sh
+
+format: ## Formats every C++ file with clang-format.
+	git ls-files '*.h' '*.cc' | xargs clang-format -i
+
+clean: ## Removes build directories.
+	rm -rf build

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The README's test command: installs dependencies, builds everything with warnings as errors, and runs
+#   1. the unit tests (ctest label `unit`),
+#   2. the unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer,
+#   3. each libFuzzer target for a bounded time (clang),
+#   4. a formatting check (clang-format),
+# and builds (does not run) the benchmarks. Exits non-zero on the first failure.
+# Knobs: FUZZ_SECONDS (default 60 in CI, 10 otherwise), JOBS (default: nproc), BUILD_ROOT (default ./build).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+jobs=${JOBS:-$(nproc)}
+build_root=${BUILD_ROOT:-$root/build}
+if [ "${CI:-}" = "true" ]; then fuzz_seconds=${FUZZ_SECONDS:-60}; else fuzz_seconds=${FUZZ_SECONDS:-10}; fi
+
+step() { printf '\n==== %s (%s)\n' "$1" "$(date +%H:%M:%S)"; }
+
+step "dependencies"
+./scripts/install-deps.sh
+
+step "format check"
+mapfile -t sources < <(git ls-files '*.h' '*.cc' 2>/dev/null || find peerd benchmarks simulator workloads -name '*.h' -o -name '*.cc')
+clang-format --dry-run --Werror "${sources[@]}"
+echo "clang-format: ${#sources[@]} files clean"
+
+step "release build (-Werror)"
+cmake -S . -B "$build_root/release" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPEERD_WERROR=ON >/dev/null
+ninja -C "$build_root/release" -j "$jobs"
+
+step "unit tests"
+(cd "$build_root/release" && ctest -L unit --output-on-failure -j "$jobs" --timeout 600)
+
+step "demo smoke run"
+"$build_root/release/peerd/core/peerd-dht-demo" --nodes 200 --lookups 200
+
+step "ASan + UBSan build and unit tests"
+cmake -S . -B "$build_root/asan" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DPEERD_WERROR=ON -DPEERD_SANITIZE=ON \
+  -DPEERD_BENCHMARKS=OFF >/dev/null
+ninja -C "$build_root/asan" -j "$jobs"
+(cd "$build_root/asan" && PEERD_TEST_SCALE=small ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  ctest -L unit --output-on-failure -j "$jobs" --timeout 900)
+
+step "fuzzers (${fuzz_seconds}s each)"
+FUZZ_SECONDS=$fuzz_seconds BUILD_ROOT=$build_root JOBS=$jobs ./scripts/fuzz.sh
+
+step "done"
+echo "all checks passed"
