@@ -51,6 +51,8 @@ Digest Digest::of_bytes(std::string_view data) {
   return digest;
 }
 
-std::string Digest::hex() const { return crypto::to_hex(bytes); }
+std::string Digest::hex() const {
+  return crypto::to_hex(bytes);
+}
 
 }  // namespace peerd::content
