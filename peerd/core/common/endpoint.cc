@@ -69,7 +69,8 @@ bool parse_ipv6(std::string_view text, std::array<uint8_t, 16>& out) {
     size_t start = 0;
     while (true) {
       size_t end = part.find(':', start);
-      std::string_view group = part.substr(start, end == std::string_view::npos ? part.size() - start : end - start);
+      std::string_view group =
+          part.substr(start, end == std::string_view::npos ? part.size() - start : end - start);
       uint16_t value = 0;
       if (!parse_hex_group(group, value)) return false;
       groups.push_back(value);
@@ -110,7 +111,8 @@ Result<Endpoint, std::string> Endpoint::parse(std::string_view text) {
       return fail(std::string("IPv6 endpoint must look like [addr]:port"));
     }
     endpoint.family = Family::kIpv6;
-    if (!parse_ipv6(text.substr(1, close - 1), endpoint.address)) return fail(std::string("bad IPv6 address"));
+    if (!parse_ipv6(text.substr(1, close - 1), endpoint.address))
+      return fail(std::string("bad IPv6 address"));
     if (!parse_port(text.substr(close + 2), endpoint.port)) return fail(std::string("bad port"));
     return endpoint;
   }
@@ -134,7 +136,8 @@ std::string Endpoint::address_string() const {
   // Full form without zero compression: unambiguous and good enough for logs.
   for (int i = 0; i < 8; ++i) {
     char buffer[8];
-    auto [end, error] = std::to_chars(buffer, buffer + sizeof buffer, (address[2 * i] << 8) | address[2 * i + 1], 16);
+    auto [end, error] =
+        std::to_chars(buffer, buffer + sizeof buffer, (address[2 * i] << 8) | address[2 * i + 1], 16);
     if (i) text += ':';
     text.append(buffer, end);
   }

@@ -34,9 +34,13 @@ int NodeId::leading_zero_bits() const {
   return kBits;
 }
 
-bool NodeId::is_zero() const { return leading_zero_bits() == kBits; }
+bool NodeId::is_zero() const {
+  return leading_zero_bits() == kBits;
+}
 
-std::string NodeId::to_hex() const { return crypto::to_hex(bytes); }
+std::string NodeId::to_hex() const {
+  return crypto::to_hex(bytes);
+}
 
 int bucket_index(const NodeId& self, const NodeId& other) {
   return NodeId::kBits - 1 - self.distance_to(other).leading_zero_bits();

@@ -37,7 +37,9 @@ struct Instant {
   constexpr auto operator<=>(const Instant&) const = default;
   constexpr Instant operator+(Duration d) const { return Instant{micros_since_epoch + d.micros}; }
   constexpr Instant operator-(Duration d) const { return Instant{micros_since_epoch - d.micros}; }
-  constexpr Duration operator-(Instant other) const { return Duration{micros_since_epoch - other.micros_since_epoch}; }
+  constexpr Duration operator-(Instant other) const {
+    return Duration{micros_since_epoch - other.micros_since_epoch};
+  }
   constexpr Instant& operator+=(Duration d) {
     micros_since_epoch += d.micros;
     return *this;

@@ -13,7 +13,9 @@
 namespace peerd {
 namespace {
 
-std::string sha256_hex(std::string_view text) { return crypto::to_hex(crypto::Sha256::hash(text)); }
+std::string sha256_hex(std::string_view text) {
+  return crypto::to_hex(crypto::Sha256::hash(text));
+}
 
 // FIPS 180-4 / NIST example vectors, plus a multi-block input fed in odd-sized pieces.
 TEST(Sha256, MatchesNistVectors) {

@@ -20,7 +20,8 @@ TEST(SansIo, CoreIncludesNoIoThreadsOrClocks) {
     if (!entry.is_regular_file()) continue;
     const auto relative = std::filesystem::relative(entry.path(), core).string();
     // Tests, fuzzers and the harness demo's main are drivers, not core.
-    if (relative.starts_with("tests/") || relative.starts_with("fuzz/") || relative.starts_with("harness/demo/")) {
+    if (relative.starts_with("tests/") || relative.starts_with("fuzz/") ||
+        relative.starts_with("harness/demo/")) {
       continue;
     }
     const auto extension = entry.path().extension();
@@ -31,7 +32,8 @@ TEST(SansIo, CoreIncludesNoIoThreadsOrClocks) {
     int number = 0;
     while (std::getline(file, line)) {
       ++number;
-      if (std::regex_search(line, forbidden)) offenders.push_back(relative + ":" + std::to_string(number) + ": " + line);
+      if (std::regex_search(line, forbidden))
+        offenders.push_back(relative + ":" + std::to_string(number) + ": " + line);
     }
   }
   EXPECT_GT(files_checked, 5u);
