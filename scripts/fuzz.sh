@@ -10,7 +10,7 @@ fuzz_seconds=${FUZZ_SECONDS:-60}
 
 CC=clang CXX=clang++ cmake -S . -B "$build_root/fuzz" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPEERD_FUZZ=ON \
   -DPEERD_BENCHMARKS=OFF -DPEERD_WERROR=ON >/dev/null
-ninja -C "$build_root/fuzz" -j "$jobs"
+ninja -C "$build_root/fuzz" -j "$jobs" fuzzers
 mapfile -t fuzzers < <(find "$build_root/fuzz/peerd/core" -maxdepth 1 -type f -name '*_fuzz' -perm -u+x | sort)
 [ ${#fuzzers[@]} -gt 0 ] || { echo "no fuzz targets were built" >&2; exit 1; }
 for fuzzer in "${fuzzers[@]}"; do
