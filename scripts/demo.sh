@@ -8,4 +8,4 @@ cd "$(dirname "$0")/.."
 build=${BUILD_DIR:-build/release}
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 ninja -C "$build" peerd-dht-demo >/dev/null
-exec "$build/peerd/core/peerd-dht-demo" "$@"
+exec "$build/peerd/peerd-dht-demo" "$@"

@@ -32,7 +32,7 @@ step "unit tests"
 (cd "$build_root/release" && ctest -L unit --output-on-failure -j "$jobs" --timeout 600)
 
 step "demo smoke run"
-"$build_root/release/peerd/core/peerd-dht-demo" --nodes 200 --lookups 200
+"$build_root/release/peerd/peerd-dht-demo" --nodes 200 --lookups 200
 
 step "ASan + UBSan build and unit tests"
 cmake -S . -B "$build_root/asan" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DPEERD_WERROR=ON -DPEERD_SANITIZE=ON \

@@ -1,4 +1,4 @@
-// Guards the core's contract: no file under peerd/core (outside tests/fuzz/harness demos) includes I/O,
+// Guards the core's contract: no file under peerd/core (outside tests/ and fuzz/) includes I/O,
 // threads, clocks, sockets or driver libraries. It reads every source file and fails on a forbidden include.
 #include <gtest/gtest.h>
 
@@ -19,11 +19,8 @@ TEST(SansIo, CoreIncludesNoIoThreadsOrClocks) {
   for (const auto& entry : std::filesystem::recursive_directory_iterator(core)) {
     if (!entry.is_regular_file()) continue;
     const auto relative = std::filesystem::relative(entry.path(), core).string();
-    // Tests, fuzzers and the harness demo's main are drivers, not core.
-    if (relative.starts_with("tests/") || relative.starts_with("fuzz/") ||
-        relative.starts_with("harness/demo/")) {
-      continue;
-    }
+    // Tests and fuzzers are drivers, not core.
+    if (relative.starts_with("tests/") || relative.starts_with("fuzz/")) continue;
     const auto extension = entry.path().extension();
     if (extension != ".h" && extension != ".cc") continue;
     ++files_checked;
