@@ -3,7 +3,7 @@ BUILD_DIR ?= build/release
 JOBS ?= $(shell nproc)
 
 .DEFAULT_GOAL := help
-.PHONY: help all deps build test unit demo bench fuzz format clean
+.PHONY: help all deps build test unit integration sim demo bench install fuzz format clean
 
 define BANNER
 
@@ -34,10 +34,20 @@ build: ## Build the peerd libraries, tests, demo and benchmarks.
 unit: build ## Runs the unit tests (ctest label unit).
 	cd $(BUILD_DIR) && ctest -L unit --output-on-failure -j $(JOBS)
 
+integration: build ## Runs the integration tests: registry, nginx, containerd and peerd clusters on 127.0.0.x (root).
+	cd $(BUILD_DIR) && ctest -L integration --output-on-failure -j 1
+
+sim: build ## Runs the ns-3 simulator tests (ctest label sim).
+	cd $(BUILD_DIR) && ctest -L sim --output-on-failure -j $(JOBS)
+
+install: build ## Installs peerd to $(PREFIX)/bin and peerd.service to $(PREFIX)/lib/systemd/system (PREFIX=/usr/local).
+	cmake --install $(BUILD_DIR) --prefix $(or $(PREFIX),/usr/local)
+	@echo "systemd: systemctl daemon-reload && systemctl enable --now peerd"
+
 test: ## Runs everything CI runs: deps, -Werror build, unit tests, ASan+UBSan, fuzzers, format check.
 	./scripts/test.sh
 
-demo: ## Runs the main job (for now: the DHT demo on the deterministic harness, 1000 nodes).
+demo: ## Runs the main job: a registry, 3 peerd nodes and 3 containerd on 127.0.0.x pulling an image (root).
 	./scripts/demo.sh
 
 bench: build ## Runs the Google Benchmark targets (not run in CI).

@@ -9,6 +9,12 @@ packages=(
   clang clang-format libclang-rt-14-dev
   # core tests and benchmarks
   libgtest-dev libgmock-dev googletest libbenchmark-dev
+  # daemon (peerd/daemon): Boost.Asio/Beast, libcurl, JSON, OpenSSL
+  libboost-dev libboost-system-dev libcurl4-openssl-dev nlohmann-json3-dev libssl-dev openssl
+  # daemon integration tests (skipped when absent): registry, image tools, containerd, nginx
+  docker-registry skopeo umoci containerd nginx-light
+  # simulator (simulator/, peerd-sim): ns-3 3.37 and gnuplot for --plot (JSON scenarios: nlohmann-json3-dev above)
+  libns3-dev gnuplot-nox
 )
 
 missing=()

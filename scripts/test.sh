@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The README's test command: installs dependencies, builds everything with warnings as errors, and runs
-#   1. the unit tests (ctest label `unit`),
-#   2. the unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer,
-#   3. each libFuzzer target for a bounded time (clang),
-#   4. a formatting check (clang-format),
+#   1. a formatting check (clang-format),
+#   2. the unit tests (ctest label `unit`),
+#   3. the integration tests (label `integration`): real docker-registry, nginx, containerd + ctr and several
+#      peerd processes on 127.0.0.x; they start and stop every service themselves (containerd needs root),
+#   4. the simulator tests (label `sim`): ns-3 packet-level and flow-level scenarios,
+#   5. the unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer,
+#   6. each libFuzzer target for a bounded time (clang),
 # and builds (does not run) the benchmarks. Exits non-zero on the first failure.
 # Knobs: FUZZ_SECONDS (default 60 in CI, 10 otherwise), JOBS (default: nproc), BUILD_ROOT (default ./build).
 set -euo pipefail
@@ -30,6 +33,12 @@ ninja -C "$build_root/release" -j "$jobs"
 
 step "unit tests"
 (cd "$build_root/release" && ctest -L unit --output-on-failure -j "$jobs" --timeout 600)
+
+step "integration tests (registry, nginx, containerd, peerd clusters on 127.0.0.x)"
+(cd "$build_root/release" && ctest -L integration --output-on-failure -j 1 --timeout 900)
+
+step "simulator tests (ns-3)"
+(cd "$build_root/release" && ctest -L sim --output-on-failure -j "$jobs" --timeout 900)
 
 step "demo smoke run"
 "$build_root/release/peerd/peerd-dht-demo" --nodes 200 --lookups 200
