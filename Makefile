@@ -47,7 +47,7 @@ install: build ## Installs peerd to $(PREFIX)/bin and peerd.service to $(PREFIX)
 test: ## Runs everything CI runs: deps, -Werror build, unit tests, ASan+UBSan, fuzzers, format check.
 	./scripts/test.sh
 
-demo: ## Runs the main job: a registry, 3 peerd nodes and 3 containerd on 127.0.0.x pulling an image (root).
+demo: ## Runs the main job: a registry, 3 peerd nodes and 3 containerd on 127.0.0.x pull a 200 MB image (root).
 	./scripts/demo.sh
 
 bench: build ## Runs the Google Benchmark targets (not run in CI).

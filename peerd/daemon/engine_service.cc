@@ -292,6 +292,7 @@ struct EngineContentService::Fetch {
   uint64_t received = 0;  // written into the chunk
   uint64_t reported = 0;  // told to the engine
   bool write_failed = false;
+  bool lost_race = false;  // another fetch of the same chunk was writing it
   uint64_t expected() const { return end - begin; }
 };
 
@@ -812,6 +813,12 @@ void EngineContentService::start_fetch(const transfer::StartFetch& start) {
     const bool overflow = bytes.size() > room;
     if (overflow) bytes = bytes.substr(0, room);
     if (!bytes.empty()) {
+      // One writer per chunk: a hedge and its original may both deliver before the engine cancels the loser.
+      auto [writer, claimed] = chunk_writers_.try_emplace(fetch->chunk, fetch.get());
+      if (!claimed && writer->second != fetch.get()) {
+        fetch->lost_race = true;
+        return false;
+      }
       auto written = store_.write_at(fetch->chunk, fetch->begin + fetch->received, bytes);
       if (!written) {
         fetch->write_failed = true;
@@ -838,6 +845,10 @@ void EngineContentService::start_fetch(const transfer::StartFetch& start) {
 }
 
 void EngineContentService::finish_fetch(const std::shared_ptr<Fetch>& fetch, UpstreamResult result) {
+  if (auto writer = chunk_writers_.find(fetch->chunk);
+      writer != chunk_writers_.end() && writer->second == fetch.get()) {
+    chunk_writers_.erase(writer);
+  }
   if (fetch->cancelled) return;
   const uint64_t delta = fetch->received - fetch->reported;
   fetch->reported = fetch->received;
@@ -861,6 +872,7 @@ void EngineContentService::finish_fetch(const std::shared_ptr<Fetch>& fetch, Ups
   transfer::FetchFailure failure = failure_of(result, fetch->from_peer);
   if (result.ok())
     failure = fetch->from_peer ? transfer::FetchFailure::kBroken : transfer::FetchFailure::kUpstreamError;
+  if (fetch->lost_race) failure = transfer::FetchFailure::kRefused;  // not the source's fault
   if (!fetch->from_peer && result.head.status == 401) {
     logger_.warn("upstream refused credentials", {{"url", result.final_url_redacted}});
   }

@@ -110,6 +110,10 @@ class EngineContentService final : public ContentService, public CoreDriver::Lis
   std::map<transfer::FetchId, std::shared_ptr<Fetch>> fetches_;
   std::map<content::ContentId, uint64_t> size_hints_;  // sizes peers named in chunk requests
 
+  // The fetch writing each chunk (the upstream client's transfer thread only: every body and completion
+  // callback runs there).
+  std::map<content::ChunkKey, const Fetch*> chunk_writers_;
+
   // Heads are read by HTTP threads too.
   mutable std::mutex heads_mutex_;
   std::map<content::ContentId, ContentHead> heads_;

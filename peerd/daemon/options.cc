@@ -188,7 +188,7 @@ const std::vector<Flag>& flags() {
       {"--cache-size", FlagArity::kValue, "SIZE", "disk cache cap, e.g. 10GiB (default 10GiB)",
        [](Options& o, std::string_view v) { return assign(parse_size_bytes(v), o.cache_bytes_max); }},
       {"--chunk-size", FlagArity::kValue, "SIZE",
-       "chunk size, a power of two from 64KiB to 64MiB (default 1MiB)",
+       "chunk size, a power of two from 64KiB to 64MiB; every node must use the same (default 4MiB)",
        [](Options& o, std::string_view v) { return assign(parse_size_bytes(v), o.chunk_bytes); }},
       {"--cache-fsync", FlagArity::kOptionalBool, "", "fsync each chunk before publishing it (default true)",
        [](Options& o, std::string_view v) { return assign(parse_bool(v), o.cache_fsync); }},

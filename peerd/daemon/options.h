@@ -70,7 +70,8 @@ struct Options {
   // Cache.
   std::string cache_dir = "/var/cache/peerd";
   uint64_t cache_bytes_max = 10ull << 30;
-  uint64_t chunk_bytes = 1ull << 20;
+  // Registries spend ~5-10 ms per range request: 1 MiB ranges capped a pull near 150 MB/s.
+  uint64_t chunk_bytes = 4ull << 20;
   bool cache_fsync = true;
   uint32_t prefetch_workers = 50;
 

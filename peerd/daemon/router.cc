@@ -197,7 +197,8 @@ void Router::handle_mirror(const Request& request, std::string_view path, std::s
   }
 
   MirrorRequest mirror;
-  if (route->kind == content::MirrorRouteKind::kBlob) {
+  // Blobs take Range (containerd resumes with it); so do manifests by digest, which peers fetch as chunks.
+  if (route->kind == content::MirrorRouteKind::kBlob || route->digest) {
     auto range = parse_range_header(request);
     if (!range) return respond(range.error());
     mirror.range = *range;

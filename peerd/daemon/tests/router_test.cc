@@ -218,6 +218,13 @@ TEST_F(RouterTest, PeerHintsAreParsedAndValidated) {
     EXPECT_EQ(answer.message.result(), http::status::bad_request) << bad;
   }
   EXPECT_EQ(content_.mirror_requests.size(), 1u);
+  // Manifests by digest are fetched as chunks by peers too: their Range reaches the service.
+  get("/v2/library/alpine/manifests/" + digest + "?ns=docker.io",
+      {{"X-Peerd-Peer", "1"}, {"X-Peerd-Content-Length", "500"}, {"Range", "bytes=0-499"}});
+  ASSERT_EQ(content_.mirror_requests.size(), 2u);
+  ASSERT_TRUE(content_.mirror_requests[1].range.has_value());
+  EXPECT_EQ(content_.mirror_requests[1].range->last, 499u);
+  content_.mirror_requests.pop_back();
   // Hints from a client that is not a peer are ignored.
   get(target, {{"X-Peerd-Content-Length", "4096"}});
   ASSERT_EQ(content_.mirror_requests.size(), 2u);
