@@ -4,6 +4,8 @@ JOBS ?= $(shell nproc)
 
 .DEFAULT_GOAL := help
 .PHONY: help all deps build test unit integration sim demo bench install fuzz format clean
+.PHONY: build-image kind-create kind-deploy kind-test-random kind-test-ctr kind-delete chart-test
+IMAGE_TAG ?= dev
 
 define BANNER
 
@@ -58,6 +60,30 @@ fuzz: ## Builds the libFuzzer targets with clang and runs each for FUZZ_SECONDS 
 
 format: ## Formats every C++ file with clang-format.
 	git ls-files '*.h' '*.cc' | xargs clang-format -i
+
+build-image: ## Build the peerd, peerd-random and peerd-ctr docker images (Dockerfile, BuildKit).
+	docker build -t peerd:$(IMAGE_TAG) .
+	docker build --target random -t peerd-random:$(IMAGE_TAG) .
+	docker build --target ctr -t peerd-ctr:$(IMAGE_TAG) .
+
+kind-create: ## Creates a local kind cluster (1 control plane, 3 workers).
+	./kind/scripts/kind.sh create
+
+kind-deploy: ## Deploys peerd to the kind cluster with helm and waits for P2PConnected on every pod.
+	PEERD_IMAGE=peerd:$(IMAGE_TAG) ./kind/scripts/kind.sh deploy
+
+kind-test-random: ## Runs the random workload on every kind node and waits for P2PActive.
+	RANDOM_IMAGE=peerd-random:$(IMAGE_TAG) ./kind/scripts/kind.sh test-random
+
+kind-test-ctr: ## Runs the ctr workload (image pulls through containerd) on every kind node.
+	CTR_IMAGE=peerd-ctr:$(IMAGE_TAG) ./kind/scripts/kind.sh test-ctr
+
+kind-delete: ## Deletes the kind cluster.
+	./kind/scripts/kind.sh delete
+
+chart-test: ## Checks the helm chart, kind scripts, manifests and Dockerfile without a cluster.
+	/usr/bin/python3 charts/tests/chart_test.py
+	PYTHON=/usr/bin/python3 ./kind/tests/run.sh
 
 clean: ## Removes build directories.
 	rm -rf build

@@ -15,6 +15,8 @@ packages=(
   docker-registry skopeo umoci containerd nginx-light
   # simulator (simulator/, peerd-sim): ns-3 3.37 and gnuplot for --plot (JSON scenarios: nlohmann-json3-dev above)
   libns3-dev gnuplot-nox
+  # packaging tests (charts/tests, kind/tests): schema validation and YAML without a cluster
+  python3-yaml python3-jsonschema shellcheck
 )
 
 missing=()

@@ -31,6 +31,10 @@ step "release build (-Werror)"
 cmake -S . -B "$build_root/release" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPEERD_WERROR=ON >/dev/null
 ninja -C "$build_root/release" -j "$jobs"
 
+step "packaging tests (helm chart, kind scripts, manifests, Dockerfile; no cluster)"
+PEERD_BINARY="$build_root/release/peerd/daemon/peerd" /usr/bin/python3 charts/tests/chart_test.py
+PYTHON=/usr/bin/python3 PEERD_BINARY="$build_root/release/peerd/daemon/peerd" kind/tests/run.sh
+
 step "unit tests"
 (cd "$build_root/release" && ctest -L unit --output-on-failure -j "$jobs" --timeout 600)
 
