@@ -28,7 +28,7 @@ clang-format --dry-run --Werror "${sources[@]}"
 echo "clang-format: ${#sources[@]} files clean"
 
 step "release build (-Werror)"
-cmake -S . -B "$build_root/release" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPEERD_WERROR=ON >/dev/null
+cmake -S . -B "$build_root/release" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPEERD_WERROR=ON -DPEERD_REQUIRE_NS3=ON >/dev/null
 ninja -C "$build_root/release" -j "$jobs"
 
 step "packaging tests (helm chart, kind scripts, manifests, Dockerfile; no cluster)"

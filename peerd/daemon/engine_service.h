@@ -90,6 +90,7 @@ class EngineContentService final : public ContentService, public CoreDriver::Lis
   std::optional<ContentHead> known_head(const content::ContentId& content) const;
 
   void start_fetch(const transfer::StartFetch& fetch);
+  bool flush_fetch_buffer(Fetch& fetch);  // transfer thread
   void finish_fetch(const std::shared_ptr<Fetch>& fetch, UpstreamResult result);
   void verify(const content::ContentId& content);
 
