@@ -1,0 +1,412 @@
+// Flow fidelity: the same chunk protocol as the packet network, but a response is a fluid flow over the links
+// of its path (host egress, rack uplink and downlink when they can bind, host ingress; the registry's egress
+// for upstream responses), sharing capacity max-min fairly (flow_allocator.h). Datagrams and the request and
+// the first and last byte of a response take the path's propagation delay. Timers and deliveries run on the
+// ns-3 event scheduler. C++17: includes ns-3.
+#include <algorithm>
+#include <cassert>
+#include <cmath>
+#include <map>
+#include <unordered_map>
+#include <vector>
+
+#include "ns3/core-module.h"
+#include "simulator/src/flow_allocator.h"
+#include "simulator/src/network.h"
+#include "simulator/src/ns3_clock.h"
+
+namespace peerd::sim {
+
+namespace {
+
+constexpr double kNanosPerSecond = 1e9;
+
+class FlowNetwork final : public Network {
+ public:
+  FlowNetwork(const TopologySpec& topology, const FlowOptions& options, NetworkHandler& handler)
+      : topology_(topology), options_(options), handler_(handler), allocator_(options.share_tolerance) {
+    ns3::Simulator::Destroy();  // a fresh scheduler at time 0
+    // What TCP/IP leaves of a link for payload (the packet fidelity's headers: IP + TCP with timestamps,
+    // PPP).
+    const double efficiency = double(topology_.mtu_bytes - 52) / double(topology_.mtu_bytes + 2);
+    dead_.assign(topology_.hosts, false);
+    for (NodeIndex host = 0; host < topology_.hosts; ++host) {
+      const double bytes_per_second = topology_.host_rate(host) / 8.0 * efficiency;
+      egress_.push_back(allocator_.add_link(bytes_per_second));
+      ingress_.push_back(allocator_.add_link(bytes_per_second));
+    }
+    if (topology_.kind == TopologySpec::Kind::kRacks && !topology_.uplink_nonblocking()) {
+      for (uint32_t rack = 0; rack < topology_.racks(); ++rack) {
+        const double bytes_per_second = topology_.uplink.rate_bits_per_second / 8.0 * efficiency;
+        rack_up_.push_back(allocator_.add_link(bytes_per_second));
+        rack_down_.push_back(allocator_.add_link(bytes_per_second));
+      }
+    }
+    upstream_egress_ = allocator_.add_link(topology_.upstream_link.rate_bits_per_second / 8.0 * efficiency);
+  }
+
+  ~FlowNetwork() override { ns3::Simulator::Destroy(); }
+
+  int64_t now_ns() const override { return ns3_now_ns(); }
+  void schedule_at(int64_t at_ns, std::function<void()> callback) override {
+    ns3_schedule_at(at_ns, std::move(callback));
+  }
+  void run(int64_t deadline_ns) override { ns3_run(deadline_ns); }
+  void stop() override { ns3::Simulator::Stop(); }
+  uint64_t events_executed() const override { return ns3::Simulator::GetEventCount(); }
+  const NetworkStats& stats() const override { return stats_; }
+
+  void send_datagram(NodeIndex from, NodeIndex to, const uint8_t* bytes, size_t size) override {
+    ++stats_.datagrams_sent;
+    if (is_dead(from) || is_dead(to)) {
+      ++stats_.datagrams_dropped;
+      return;
+    }
+    const int64_t serialisation =
+        static_cast<int64_t>(double(size + 28) * 8.0 / topology_.host_rate(from) * 1e9);
+    const int64_t at = now_ns() + topology_.path_delay_ns(from, to) + serialisation;
+    schedule_at(at, [this, from, to, payload = std::vector<uint8_t>(bytes, bytes + size)] {
+      if (is_dead(to) || is_dead(from)) {
+        ++stats_.datagrams_dropped;
+        return;
+      }
+      ++stats_.datagrams_delivered;
+      handler_.on_datagram(to, from, payload.data(), payload.size());
+    });
+  }
+
+  RequestId start_request(NodeIndex client, NodeIndex server, const ChunkRequest& chunk) override {
+    const RequestId id = next_request_++;
+    ++stats_.requests;
+    Request& request = requests_[id];
+    request.client = client;
+    request.server = server;
+    request.chunk = chunk;
+    request.latency_ns = topology_.path_delay_ns(server, client);
+    if (is_dead(server)) {
+      // Nobody answers the SYN: the connection attempt fails after the timeout.
+      request.state = State::kDoomed;
+      schedule_at(now_ns() + options_.connect_failure_ns,
+                  [this, id] { fail(id, RequestFailure::kUnreachable); });
+      return id;
+    }
+    schedule_at(now_ns() + request.latency_ns, [this, id] { arrive(id); });
+    return id;
+  }
+
+  void cancel_request(RequestId id) override {
+    auto it = requests_.find(id);
+    if (it == requests_.end()) return;
+    Request& request = it->second;
+    request.client_gone = true;
+    switch (request.state) {
+      case State::kTravelling:
+      case State::kDoomed:
+        requests_.erase(it);  // the server never saw it
+        return;
+      case State::kAtServer: {
+        // The server notices the closed connection one path delay later.
+        schedule_at(now_ns() + request.latency_ns, [this, id] { notify_server(id, 0); });
+        return;
+      }
+      case State::kFlowing: {
+        const double sent = allocator_.remove_flow(seconds_now(), request.flow);
+        flows_.erase(request.flow);
+        stats_.payload_bytes_sent += static_cast<uint64_t>(sent);
+        mark_dirty();
+        const uint64_t bytes = static_cast<uint64_t>(sent);
+        schedule_at(now_ns() + request.latency_ns, [this, id, bytes] { notify_server(id, bytes); });
+        return;
+      }
+      case State::kSilent:
+        requests_.erase(it);
+        return;
+    }
+  }
+
+  void respond(RequestId id, uint64_t length_bytes, uint32_t taint) override {
+    auto it = requests_.find(id);
+    if (it == requests_.end() || it->second.state != State::kAtServer || it->second.client_gone) return;
+    Request& request = it->second;
+    request.length = length_bytes;
+    deliver_header(id, ResponseStatus::kOk, taint);
+    if (length_bytes == 0) {
+      finish_response(id);
+      return;
+    }
+    request.state = State::kFlowing;
+    FlowAllocator::LinkId path[FlowAllocator::kPathLinksMax];
+    const size_t hops = path_of(request.server, request.client, path);
+    request.flow = allocator_.add_flow(seconds_now(), path, hops, double(length_bytes));
+    flows_.emplace(request.flow, id);
+    request.reported_at_ns = now_ns();
+    stats_.flows_max = std::max<uint64_t>(stats_.flows_max, allocator_.flow_count());
+    mark_dirty();
+    arm_progress();
+  }
+
+  void respond_status(RequestId id, ResponseStatus status) override {
+    auto it = requests_.find(id);
+    if (it == requests_.end() || it->second.state != State::kAtServer || it->second.client_gone) return;
+    it->second.state = State::kSilent;
+    deliver_header(id, status, 0);
+    const NodeIndex server = it->second.server;
+    it->second.server_notified = true;
+    if (!is_dead(server)) handler_.on_response_sent(server, id, 0);
+  }
+
+  void respond_pending(RequestId id) override {
+    auto it = requests_.find(id);
+    if (it == requests_.end() || it->second.state != State::kAtServer || it->second.client_gone) return;
+    deliver_header(id, ResponseStatus::kPending, 0);
+  }
+
+  void kill(NodeIndex host) override {
+    if (host >= dead_.size() || dead_[host]) return;
+    dead_[host] = true;
+    std::vector<RequestId> affected;
+    for (const auto& [id, request] : requests_) {
+      if (request.client == host || request.server == host) affected.push_back(id);
+    }
+    std::sort(affected.begin(), affected.end());  // a deterministic order, whatever the hash table's
+    for (const RequestId id : affected) {
+      auto it = requests_.find(id);
+      if (it == requests_.end()) continue;
+      Request& request = it->second;
+      if (request.client == host) {
+        cancel_request(id);  // the server sees the connection die
+        continue;
+      }
+      // The server died: what was on the wire still arrives, then silence (the client's timers decide).
+      request.server_notified = true;
+      if (request.state == State::kFlowing) {
+        const double sent = allocator_.remove_flow(seconds_now(), request.flow);
+        flows_.erase(request.flow);
+        mark_dirty();
+        stats_.payload_bytes_sent += static_cast<uint64_t>(sent);
+        const uint64_t delta =
+            static_cast<uint64_t>(sent) - std::min<uint64_t>(request.reported, uint64_t(sent));
+        request.reported += delta;
+        if (delta > 0)
+          schedule_at(now_ns() + request.latency_ns, [this, id, delta] { deliver_data(id, delta); });
+      }
+      request.state = State::kSilent;
+    }
+  }
+
+ private:
+  enum class State : uint8_t { kTravelling, kDoomed, kAtServer, kFlowing, kSilent };
+  struct Request {
+    NodeIndex client = 0;
+    NodeIndex server = 0;
+    ChunkRequest chunk;
+    State state = State::kTravelling;
+    int64_t latency_ns = 0;
+    uint64_t length = 0;
+    uint64_t reported = 0;  // payload bytes already scheduled for delivery to the client
+    int64_t reported_at_ns = 0;
+    FlowAllocator::FlowId flow = 0;
+    bool client_gone = false;
+    bool server_notified = false;
+  };
+
+  bool is_dead(NodeIndex host) const { return host != kUpstream && dead_[host]; }
+  double seconds_now() const { return double(now_ns()) / kNanosPerSecond; }
+
+  size_t path_of(NodeIndex from, NodeIndex to, FlowAllocator::LinkId* path) const {
+    size_t hops = 0;
+    const bool uplinks = !rack_up_.empty();
+    if (from == kUpstream) {
+      path[hops++] = upstream_egress_;
+      if (uplinks) path[hops++] = rack_down_[topology_.rack_of(to)];
+      path[hops++] = ingress_[to];
+      return hops;
+    }
+    path[hops++] = egress_[from];
+    if (uplinks && topology_.rack_of(from) != topology_.rack_of(to)) {
+      path[hops++] = rack_up_[topology_.rack_of(from)];
+      path[hops++] = rack_down_[topology_.rack_of(to)];
+    }
+    path[hops++] = ingress_[to];
+    return hops;
+  }
+
+  void arrive(RequestId id) {
+    auto it = requests_.find(id);
+    if (it == requests_.end()) return;
+    Request& request = it->second;
+    if (is_dead(request.server) || is_dead(request.client)) {
+      request.state = State::kSilent;  // a black hole
+      return;
+    }
+    request.state = State::kAtServer;
+    handler_.on_request(request.server, request.client, id, request.chunk);
+  }
+
+  void deliver_header(RequestId id, ResponseStatus status, uint32_t taint) {
+    const Request& request = requests_.at(id);
+    schedule_at(now_ns() + request.latency_ns, [this, id, status, taint] {
+      auto it = requests_.find(id);
+      if (it == requests_.end() || it->second.client_gone || is_dead(it->second.client)) return;
+      const NodeIndex client = it->second.client;
+      if (status != ResponseStatus::kOk && status != ResponseStatus::kPending) requests_.erase(it);
+      handler_.on_response_header(client, id, status, taint);
+    });
+  }
+
+  void deliver_data(RequestId id, uint64_t bytes) {
+    auto it = requests_.find(id);
+    if (it == requests_.end() || it->second.client_gone || is_dead(it->second.client)) return;
+    stats_.payload_bytes_received += bytes;
+    handler_.on_response_data(it->second.client, id, bytes);
+  }
+
+  void notify_server(RequestId id, uint64_t bytes) {
+    auto it = requests_.find(id);
+    if (it == requests_.end()) return;
+    const NodeIndex server = it->second.server;
+    const bool notify = !it->second.server_notified;
+    requests_.erase(it);
+    if (notify && !is_dead(server)) handler_.on_response_sent(server, id, bytes);
+  }
+
+  void fail(RequestId id, RequestFailure failure) {
+    auto it = requests_.find(id);
+    if (it == requests_.end() || it->second.client_gone) return;
+    const NodeIndex client = it->second.client;
+    requests_.erase(it);
+    if (!is_dead(client)) handler_.on_request_failed(client, id, failure);
+  }
+
+  // All payload left the server: it hears so now, the client gets the rest one path delay later.
+  void finish_response(RequestId id) {
+    Request& request = requests_.at(id);
+    request.state = State::kSilent;
+    const uint64_t delta = request.length - request.reported;
+    request.reported = request.length;
+    request.server_notified = true;
+    const NodeIndex server = request.server;
+    const uint64_t length = request.length;
+    schedule_at(now_ns() + request.latency_ns, [this, id, delta] {
+      auto it = requests_.find(id);
+      if (it == requests_.end() || it->second.client_gone || is_dead(it->second.client)) {
+        if (it != requests_.end()) requests_.erase(it);
+        return;
+      }
+      const NodeIndex client = it->second.client;
+      requests_.erase(it);
+      stats_.payload_bytes_received += delta;
+      if (delta > 0) handler_.on_response_data(client, id, delta);
+      handler_.on_response_complete(client, id);
+    });
+    if (!is_dead(server)) handler_.on_response_sent(server, id, length);
+  }
+
+  // Rate recomputation: once per instant (or quantum) in which flows started or ended.
+  void mark_dirty() {
+    if (recompute_pending_) return;
+    recompute_pending_ = true;
+    const int64_t at = std::max(now_ns(), last_recompute_ns_ + options_.recompute_quantum_ns);
+    schedule_at(at, [this] { recompute(); });
+  }
+
+  void recompute() {
+    recompute_pending_ = false;
+    last_recompute_ns_ = now_ns();
+    allocator_.recompute(seconds_now());
+    stats_.flow_recomputations = allocator_.link_recomputations();
+    if (!allocator_.settled() && !recompute_pending_) {
+      // The propagation hit its budget: continue a microsecond later rather than spin at this instant.
+      recompute_pending_ = true;
+      schedule_at(now_ns() + std::max<int64_t>(1000, options_.recompute_quantum_ns), [this] { recompute(); });
+    }
+    arm_finish();
+  }
+
+  void arm_finish() {
+    const double next = allocator_.next_finish_seconds();
+    if (!std::isfinite(next)) return;
+    const int64_t at = std::max(now_ns(), static_cast<int64_t>(std::ceil(next * kNanosPerSecond)));
+    if (finish_armed_ && finish_at_ns_ <= at) return;  // an earlier wakeup re-arms when it fires
+    finish_armed_ = true;
+    finish_at_ns_ = at;
+    schedule_at(at, [this, at] {
+      if (finish_at_ns_ == at) finish_armed_ = false;
+      on_finish();
+    });
+  }
+
+  void on_finish() {
+    finished_.clear();
+    allocator_.pop_finished(seconds_now(), finished_);
+    for (const FlowAllocator::FlowId flow : finished_) {
+      const auto it = flows_.find(flow);
+      assert(it != flows_.end());
+      const RequestId id = it->second;
+      flows_.erase(it);
+      stats_.payload_bytes_sent += requests_.at(id).length;
+      finish_response(id);
+    }
+    if (!finished_.empty()) mark_dirty();
+    arm_finish();
+  }
+
+  // Long flows report partial progress so a slow stream is not mistaken for a stalled one.
+  void arm_progress() {
+    if (progress_armed_ || options_.progress_interval_ns <= 0) return;
+    progress_armed_ = true;
+    schedule_at(now_ns() + options_.progress_interval_ns, [this] { on_progress(); });
+  }
+
+  void on_progress() {
+    progress_armed_ = false;
+    const double now = seconds_now();
+    // One delivery event per distinct path delay, not one per flow: thousands of slow flows share a tick.
+    std::map<int64_t, std::vector<std::pair<RequestId, uint64_t>>> batches;
+    for (const auto& [flow, id] : flows_) {
+      Request& request = requests_.at(id);
+      if (now_ns() - request.reported_at_ns < options_.progress_interval_ns / 2) continue;
+      const uint64_t sent = static_cast<uint64_t>(allocator_.sent_bytes(now, flow));
+      if (sent <= request.reported) continue;
+      batches[request.latency_ns].emplace_back(id, sent - request.reported);
+      request.reported = sent;
+      request.reported_at_ns = now_ns();
+    }
+    for (auto& [latency, batch] : batches) {
+      schedule_at(now_ns() + latency, [this, batch = std::move(batch)] {
+        for (const auto& [id, delta] : batch) deliver_data(id, delta);
+      });
+    }
+    if (!flows_.empty()) arm_progress();
+  }
+
+  TopologySpec topology_;
+  FlowOptions options_;
+  NetworkHandler& handler_;
+  NetworkStats stats_;
+  FlowAllocator allocator_;
+  std::vector<FlowAllocator::LinkId> egress_;
+  std::vector<FlowAllocator::LinkId> ingress_;
+  std::vector<FlowAllocator::LinkId> rack_up_;
+  std::vector<FlowAllocator::LinkId> rack_down_;
+  FlowAllocator::LinkId upstream_egress_ = 0;
+  std::vector<bool> dead_;
+  std::unordered_map<RequestId, Request> requests_;
+  std::map<FlowAllocator::FlowId, RequestId> flows_;
+  std::vector<FlowAllocator::FlowId> finished_;
+  RequestId next_request_ = 1;
+  bool recompute_pending_ = false;
+  int64_t last_recompute_ns_ = INT64_MIN / 2;
+  bool finish_armed_ = false;
+  int64_t finish_at_ns_ = 0;
+  bool progress_armed_ = false;
+};
+
+}  // namespace
+
+std::unique_ptr<Network> make_flow_network(const TopologySpec& topology, const FlowOptions& options,
+                                           NetworkHandler& handler) {
+  return std::make_unique<FlowNetwork>(topology, options, handler);
+}
+
+}  // namespace peerd::sim
