@@ -4,6 +4,7 @@ JOBS ?= $(shell nproc)
 
 .DEFAULT_GOAL := help
 .PHONY: help all deps build test unit integration sim demo bench install fuzz format clean
+.PHONY: local-create local-deploy local-test-random local-test-ctr local-delete local-all
 .PHONY: build-image kind-create kind-deploy kind-test-random kind-test-ctr kind-delete chart-test
 IMAGE_TAG ?= dev
 
@@ -84,6 +85,29 @@ kind-delete: ## Deletes the kind cluster.
 chart-test: ## Checks the helm chart, kind scripts, manifests and Dockerfile without a cluster.
 	/usr/bin/python3 charts/tests/chart_test.py
 	PYTHON=/usr/bin/python3 ./kind/tests/run.sh
+
+LOCAL_NODES ?= 3
+LOCAL_IMAGE ?= big
+LOCAL_REGISTRY_MBIT ?=
+LOCAL_ENV = PEERD_BIN=$(abspath $(BUILD_DIR))/peerd/daemon/peerd WORKLOADS_DIR=$(abspath $(BUILD_DIR))/workloads
+
+local-create: ## Local cluster on network namespaces: registry + LOCAL_NODES nodes with containerd (root; LOCAL_REGISTRY_MBIT caps the registry).
+	./kind/local/cluster.sh create --nodes $(LOCAL_NODES) $(if $(LOCAL_REGISTRY_MBIT),--registry-mbit $(LOCAL_REGISTRY_MBIT))
+
+local-deploy: ## Starts one peerd per local node (empty caches) and waits until every one joined the DHT (root).
+	$(LOCAL_ENV) ./kind/local/cluster.sh deploy
+
+local-test-random: ## Runs peerd-random (p2p, verified) on every local node at once against an nginx origin (root).
+	$(LOCAL_ENV) ./kind/local/cluster.sh test-random
+
+local-test-ctr: ## Runs peerd-ctr (pulls LOCAL_IMAGE through containerd -> peerd) on each local node in turn (root).
+	$(LOCAL_ENV) ./kind/local/cluster.sh test-ctr --image $(LOCAL_IMAGE)
+
+local-delete: ## Deletes the local cluster (processes, mounts, namespaces, bridge).
+	./kind/local/cluster.sh delete
+
+local-all: ## create, deploy, test-random, test-ctr and delete, torn down on failure or Ctrl-C (root).
+	$(LOCAL_ENV) ./kind/local/cluster.sh all --nodes $(LOCAL_NODES) --image $(LOCAL_IMAGE) $(if $(LOCAL_REGISTRY_MBIT),--registry-mbit $(LOCAL_REGISTRY_MBIT))
 
 clean: ## Removes build directories.
 	rm -rf build

@@ -4,6 +4,7 @@
 #   2. the unit tests (ctest label `unit`),
 #   3. the integration tests (label `integration`): real docker-registry, nginx, containerd + ctr and several
 #      peerd processes on 127.0.0.x; they start and stop every service themselves (containerd needs root),
+#      then a 3-node cluster on network namespaces running the random and ctr workloads (kind/local),
 #   4. the simulator tests (label `sim`): ns-3 packet-level and flow-level scenarios,
 #   5. the unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer,
 #   6. each libFuzzer target for a bounded time (clang),
@@ -40,6 +41,10 @@ step "unit tests"
 
 step "integration tests (registry, nginx, containerd, peerd clusters on 127.0.0.x)"
 (cd "$build_root/release" && ctest -L integration --output-on-failure -j 1 --timeout 900)
+
+step "local cluster (network namespaces: 3 nodes, containerd + peerd, random and ctr workloads)"
+PEERD_BIN="$build_root/release/peerd/daemon/peerd" WORKLOADS_DIR="$build_root/release/workloads" \
+  timeout 900 kind/local/cluster.sh all --nodes 3 --image small
 
 step "simulator tests (ns-3)"
 (cd "$build_root/release" && ctest -L sim --output-on-failure -j "$jobs" --timeout 900)

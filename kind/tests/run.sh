@@ -15,7 +15,7 @@ run "$here/events_test.sh"
 run "$here/wait_test.sh"
 run "$python" "$here/static_test.py"
 if command -v shellcheck >/dev/null 2>&1; then
-  run shellcheck -x "$here"/../scripts/*.sh "$here"/*.sh
+  run shellcheck -x "$here"/../scripts/*.sh "$here"/../local/*.sh "$here"/*.sh
   [ "$status" = 0 ] && echo "shellcheck: clean"
 else
   echo "shellcheck: not installed, skipped (apt-get install shellcheck)"
