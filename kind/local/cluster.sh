@@ -52,7 +52,7 @@ NS_REGISTRY=$KL_NS_PREFIX-reg
 
 # The image cache and its builder (lc_build_images) come from scripts/local-cluster.sh; nothing else of it runs.
 LC_WORK_DIR=${LC_WORK_DIR:-/var/tmp/peerd-local-cluster}
-# shellcheck source=../../scripts/local-cluster.sh
+# shellcheck disable=SC1091  # sourced by path at run time (scripts/local-cluster.sh)
 source "$kl_repo/scripts/local-cluster.sh"
 
 kl_log() { printf 'local: %s\n' "$*" >&2; }
