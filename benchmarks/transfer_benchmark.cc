@@ -86,7 +86,7 @@ void BM_ReadChunkEvents(benchmark::State& state) {
       benchmark::Counter(double(inputs), benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
   state.counters["chunks"] = benchmark::Counter(double(kChunks) * double(state.iterations()));
 }
-BENCHMARK(BM_ReadChunkEvents)->Arg(100)->Arg(1000)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ReadChunkEvents)->Arg(100)->Arg(1000)->Arg(10000)->Unit(benchmark::kMillisecond);
 
 void BM_ServeFetchThroughEvents(benchmark::State& state) {
   const auto peers = members(static_cast<size_t>(state.range(0)));

@@ -88,6 +88,7 @@
 // Prefetch. After the first read of a file blob, with prefetch_workers > 0, the remaining chunks are fetched
 // in the background by at most prefetch_workers jobs, queued behind every demand read.
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -124,7 +125,8 @@ struct EngineOptions {
   uint32_t reads_inflight_max = 1024;
   uint32_t serves_inflight_max = 4096;
   uint32_t contents_max = 4096;
-  uint32_t peers_max = 65536;
+  uint32_t peers_max = 65536;    // peer records: sources and providers (members get one when first used)
+  uint32_t members_max = 65536;  // entries of the member list (handle_membership)
   uint32_t providers_per_key_max = 32;
   uint32_t lookups_inflight_max = 256;
   uint32_t evictions_per_reserve_max = 64;
@@ -331,7 +333,9 @@ class Engine {
   void handle_fetch_complete(Instant now, FetchId fetch, ChunkFingerprint fingerprint);
   void handle_fetch_failed(Instant now, FetchId fetch, FetchFailure failure);
   void handle_providers(Instant now, const NodeId& key, std::span<const Peer> providers);
-  // The full list of live nodes (this node may or may not be in it).
+  // The full list of live nodes (this node may or may not be in it). Kept as a sorted copy, about 60 bytes a
+  // member (a member gets a peer record only once fetched from); at most members_max entries, the rest
+  // counted in providers_dropped.
   void handle_membership(Instant now, std::span<const Peer> members);
   void handle_verify_result(Instant now, const ContentId& content, bool digest_matched);
   void handle_timeout(Instant now);
@@ -410,16 +414,42 @@ class Engine {
     const T& operator[](uint32_t slot) const { return items[slot]; }
   };
 
+  // A FIFO of (job slot, job generation), validated lazily by whoever pops it. Unlike std::deque, which
+  // allocates ~600 bytes even when empty, it costs nothing until used: there is one per peer record, and a
+  // simulation runs an engine per node.
+  struct JobFifo {
+    std::vector<std::pair<uint32_t, uint32_t>> items;
+    size_t head = 0;  // entries before it were popped
+
+    bool empty() const { return head == items.size(); }
+    const std::pair<uint32_t, uint32_t>& front() const { return items[head]; }
+    void pop_front() { ++head; }
+    void emplace_front(uint32_t slot, uint32_t generation) {
+      if (head == 0) {
+        items.emplace(items.begin(), slot, generation);
+      } else {
+        items[--head] = {slot, generation};
+      }
+    }
+    void emplace_back(uint32_t slot, uint32_t generation) {
+      // Drop the popped prefix once it is half the storage: amortised O(1), memory bounded by the queue.
+      if (2 * head >= items.size()) {
+        items.erase(items.begin(), items.begin() + static_cast<std::ptrdiff_t>(head));
+        head = 0;
+      }
+      items.emplace_back(slot, generation);
+    }
+  };
+
   struct PeerRecord {
     Peer peer;
-    uint64_t hash64 = 0;
     uint32_t fetches_inflight = 0;
     uint64_t bytes_inflight = 0;
     double bytes_per_second = 0;    // EWMA of completed fetches; 0 = never measured
     double first_byte_seconds = 0;  // EWMA of first-byte latency of plain fetches; 0 = never measured
     Instant banned_until = Instant::from_micros(INT64_MIN);
     uint32_t consecutive_failures = 0;
-    std::deque<std::pair<uint32_t, uint32_t>> parked;  // (job slot, job generation), validated lazily
+    JobFifo parked;
     uint32_t woken = 0;        // parked jobs woken for a free slot here and still queued
     bool wake_listed = false;  // in wake_list_
   };
@@ -486,7 +516,7 @@ class Engine {
     std::vector<std::pair<uint32_t, uint32_t>> waiting_for_blob_lookup;  // (job slot, generation)
     // Jobs waiting for a free slot at any holder of this item (job slot, generation), and how many of them
     // were woken and are still queued.
-    std::deque<std::pair<uint32_t, uint32_t>> parked_for_holders;
+    JobFifo parked_for_holders;
     uint32_t woken = 0;
     Instant last_used;
   };
@@ -591,6 +621,8 @@ class Engine {
 
   // Peers.
   uint32_t intern_peer(const Peer& peer);
+  uint32_t member_peer(size_t position);
+  const Peer* find_member(const NodeId& id) const;
   bool banned(Instant now, uint32_t peer) const { return now < peers_[peer].banned_until; }
   bool has_capacity(uint32_t peer) const;
   double estimated_seconds(uint32_t peer, uint64_t bytes) const;
@@ -677,8 +709,10 @@ class Engine {
   std::unordered_map<NodeId, uint32_t, NodeIdHash> peer_index_;
   uint32_t self_peer_ = kNone;
 
-  std::vector<uint64_t> member_hashes_;  // rendezvous inputs, parallel to member_peers_
-  std::vector<uint32_t> member_peers_;
+  // The member list, sorted by id, apart from peers_: an engine ranks every member for every chunk but
+  // fetches from few of them, and a peer record per member made 10 000 simulated engines need ~90 GB.
+  std::vector<Peer> members_;
+  std::vector<uint64_t> member_hashes_;  // rendezvous inputs, parallel to members_
   uint64_t membership_generation_ = 1;
 
   Slab<ContentState> contents_;
