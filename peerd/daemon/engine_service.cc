@@ -31,6 +31,16 @@ Response not_found(bool manifest, std::string_view why, const nlohmann::json& de
   return oci_error(http::status::not_found, manifest ? "MANIFEST_UNKNOWN" : "BLOB_UNKNOWN", why, detail);
 }
 
+// An item's head from a HEAD answer that has a Content-Length.
+ContentHead head_of(const UpstreamHead& answer, const std::string& digest) {
+  ContentHead head;
+  head.content_bytes = *answer.content_length;
+  head.digest = digest;
+  const std::string type = answer.header("content-type");
+  if (!type.empty()) head.media_type = type;
+  return head;
+}
+
 transfer::FetchFailure failure_of(const UpstreamResult& result, bool from_peer) {
   switch (result.error) {
     case UpstreamError::kConnect:
@@ -415,11 +425,7 @@ void EngineContentService::resolve_head(std::shared_ptr<Wanted> wanted, size_t p
     driver_.run([this, wanted, providers_tried, providers = std::move(providers), result = std::move(result)](
                     transfer::Engine&, Instant) mutable {
       if (result.ok() && result.head.content_length && *result.head.content_length > 0) {
-        ContentHead head;
-        head.content_bytes = *result.head.content_length;
-        head.digest = wanted->digest;
-        const std::string type = result.head.header("content-type");
-        if (!type.empty()) head.media_type = type;
+        const ContentHead head = head_of(result.head, wanted->digest);
         remember_head(wanted->content, head);
         return with_head(wanted, head);
       }
@@ -449,11 +455,7 @@ void EngineContentService::head_from_upstream(std::shared_ptr<Wanted> wanted) {
         return wanted->respond(not_found(wanted->locator.manifest, "neither peers nor the upstream have it",
                                          {{"upstream_status", result.head.status}}));
       }
-      ContentHead head;
-      head.content_bytes = *result.head.content_length;
-      head.digest = wanted->digest;
-      const std::string type = result.head.header("content-type");
-      if (!type.empty()) head.media_type = type;
+      const ContentHead head = head_of(result.head, wanted->digest);
       remember_head(wanted->content, head);
       with_head(wanted, head);
     });
@@ -657,16 +659,24 @@ void EngineContentService::on_action(transfer::Action action) {
     return verify(verify_content->content);
 }
 
+namespace {
+
+// The response headers of a read go out once, with its first ready bytes (or its completion).
+void answer_read(const std::shared_ptr<EngineContentService::ReadBody>& body) {
+  if (body->responded) return;
+  body->responded = true;
+  body->respond(content_response(body->head, body->response_range, body, body->source));
+}
+
+}  // namespace
+
 void EngineContentService::on_event(transfer::Event event) {
   if (auto* progress = std::get_if<transfer::ReadProgress>(&event)) {
     auto it = reads_.find(progress->read);
     if (it == reads_.end()) return;
     auto& body = it->second;
     body->progress(progress->ready_bytes);
-    if (!body->responded && progress->ready_bytes > 0) {
-      body->responded = true;
-      body->respond(content_response(body->head, body->response_range, body, body->source));
-    }
+    if (progress->ready_bytes > 0) answer_read(body);
     return;
   }
   if (auto* complete = std::get_if<transfer::ReadComplete>(&event)) {
@@ -674,10 +684,7 @@ void EngineContentService::on_event(transfer::Event event) {
     if (it == reads_.end()) return;
     auto body = it->second;
     body->complete();
-    if (!body->responded) {
-      body->responded = true;
-      body->respond(content_response(body->head, body->response_range, body, body->source));
-    }
+    answer_read(body);
     return;
   }
   if (auto* failed = std::get_if<transfer::ReadFailed>(&event)) {
