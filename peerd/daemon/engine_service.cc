@@ -334,6 +334,32 @@ void EngineContentService::shutdown() {
 
 // ---- requests ----
 
+namespace {
+
+// What mirror and file requests have alike.
+template <typename ClientRequest>
+void take_request_fields(EngineContentService::Wanted& wanted, ClientRequest& request, Respond respond) {
+  wanted.locator.authorization = std::move(request.authorization);
+  wanted.head = request.head;
+  wanted.range = request.range;
+  wanted.from_peer = request.from_peer;
+  wanted.peer = std::move(request.peer);
+  wanted.remote = std::move(request.remote);
+  wanted.respond = std::move(respond);
+}
+
+}  // namespace
+
+// Registries redirect blob downloads to storage hosts: in default mode those become allowed (for /blobs/ and
+// fetch-through); with --allowed-upstreams only the listed hosts may be followed.
+std::function<bool(std::string_view)> EngineContentService::upstream_redirect_policy() {
+  return [this](std::string_view url) {
+    if (allowed_.explicit_mode()) return allowed_.allows_url(url);
+    if (auto authority = parse_url_authority(url)) allowed_.learn_redirect_host(authority->host);
+    return true;
+  };
+}
+
 void EngineContentService::serve_mirror(MirrorRequest request, Respond respond) {
   const bool manifest = request.route.kind == content::MirrorRouteKind::kManifest;
   if (!request.route.digest) {
@@ -352,14 +378,8 @@ void EngineContentService::serve_mirror(MirrorRequest request, Respond respond) 
       request.upstream_base_url + "/v2/" + request.repository.path + kind + wanted->digest;
   wanted->locator.peer_target =
       "/v2/" + request.route.name + kind + wanted->digest + "?ns=" + request.repository.domain;
-  wanted->locator.authorization = std::move(request.authorization);
   wanted->locator.manifest = manifest;
-  wanted->head = request.head;
-  wanted->range = request.range;
-  wanted->from_peer = request.from_peer;
-  wanted->peer = std::move(request.peer);
-  wanted->remote = std::move(request.remote);
-  wanted->respond = std::move(respond);
+  take_request_fields(*wanted, request, std::move(respond));
   driver_.run([this, wanted](transfer::Engine&, Instant) { start(wanted); });
 }
 
@@ -368,13 +388,7 @@ void EngineContentService::serve_file(FileRequest request, Respond respond) {
   wanted->content = request.url.content_id();
   wanted->locator.upstream_url = request.url.url();
   wanted->locator.peer_target = "/blobs/" + request.url.url();
-  wanted->locator.authorization = std::move(request.authorization);
-  wanted->head = request.head;
-  wanted->range = request.range;
-  wanted->from_peer = request.from_peer;
-  wanted->peer = std::move(request.peer);
-  wanted->remote = std::move(request.remote);
-  wanted->respond = std::move(respond);
+  take_request_fields(*wanted, request, std::move(respond));
   driver_.run([this, wanted](transfer::Engine&, Instant) { start(wanted); });
 }
 
@@ -440,11 +454,7 @@ void EngineContentService::head_from_upstream(std::shared_ptr<Wanted> wanted) {
   request.url = wanted->locator.upstream_url;
   request.authorization = wanted->locator.authorization;
   if (wanted->locator.manifest) request.headers = {{"Accept", std::string(kManifestAccept)}};
-  request.allow_redirect = [this](std::string_view url) {
-    if (allowed_.explicit_mode()) return allowed_.allows_url(url);
-    if (auto authority = parse_url_authority(url)) allowed_.learn_redirect_host(authority->host);
-    return true;
-  };
+  request.allow_redirect = upstream_redirect_policy();
   upstream_.start(std::move(request), [this, wanted](UpstreamResult result) {
     driver_.run([this, wanted, result = std::move(result)](transfer::Engine&, Instant) {
       if (!result.ok() || !result.head.content_length || *result.head.content_length == 0) {
@@ -794,11 +804,7 @@ void EngineContentService::start_fetch(const transfer::StartFetch& start) {
     request.url = locator->second.upstream_url;
     request.authorization = locator->second.authorization;
     if (locator->second.manifest) request.headers = {{"Accept", std::string(kManifestAccept)}};
-    request.allow_redirect = [this](std::string_view url) {
-      if (allowed_.explicit_mode()) return allowed_.allows_url(url);
-      if (auto authority = parse_url_authority(url)) allowed_.learn_redirect_host(authority->host);
-      return true;
-    };
+    request.allow_redirect = upstream_redirect_policy();
   }
   request.on_head = [this, fetch](const UpstreamHead& head) {
     if (fetch->cancelled) return false;

@@ -89,6 +89,7 @@ class EngineContentService final : public ContentService, public CoreDriver::Lis
   void remember_head(const content::ContentId& content, const ContentHead& head);
   std::optional<ContentHead> known_head(const content::ContentId& content) const;
 
+  std::function<bool(std::string_view url)> upstream_redirect_policy();
   void start_fetch(const transfer::StartFetch& fetch);
   bool flush_fetch_buffer(Fetch& fetch);  // transfer thread
   void finish_fetch(const std::shared_ptr<Fetch>& fetch, UpstreamResult result);

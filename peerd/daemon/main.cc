@@ -72,12 +72,12 @@ bool unspecified(const peerd::Endpoint& endpoint) {
   return std::all_of(endpoint.address.begin(), endpoint.address.end(), [](uint8_t b) { return b == 0; });
 }
 
-std::optional<peerd::Endpoint> parse_ip(const char* text) {
+std::optional<peerd::Endpoint> ip_from_environment(const char* name) {
+  const char* text = std::getenv(name);
   if (text == nullptr || *text == 0) return std::nullopt;
-  auto endpoint = peerd::Endpoint::parse(std::string(text) + ":0");
-  if (!endpoint) endpoint = peerd::Endpoint::parse("[" + std::string(text) + "]:0");
-  if (!endpoint) return std::nullopt;
-  return *endpoint;
+  auto address = parse_ip_address(text);
+  if (!address) return std::nullopt;
+  return *address;
 }
 
 // The first IPv4 address of an interface that is up and not loopback.
@@ -101,8 +101,8 @@ std::optional<peerd::Endpoint> first_interface_ipv4() {
 peerd::Endpoint advertised_dht_endpoint(const Options& options) {
   std::optional<peerd::Endpoint> ip = options.node_ip;
   if (!ip && !unspecified(options.router_address)) ip = options.router_address;
-  if (!ip) ip = parse_ip(std::getenv("NODE_IP"));
-  if (!ip) ip = parse_ip(std::getenv("POD_IP"));
+  if (!ip) ip = ip_from_environment("NODE_IP");
+  if (!ip) ip = ip_from_environment("POD_IP");
   if (!ip) ip = first_interface_ipv4();
   if (!ip) ip = peerd::Endpoint::ipv4(127, 0, 0, 1, 0);
   ip->port = options.router_address.port;

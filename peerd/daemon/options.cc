@@ -114,9 +114,8 @@ const std::vector<Flag>& flags() {
        "this node's address as peers reach it (default: the --router-addr IP if set, else $NODE_IP, "
        "$POD_IP, else the first non-loopback interface)",
        [](Options& o, std::string_view v) -> std::optional<Error> {
-         auto address = Endpoint::parse(std::string(v) + ":0");
-         if (!address) address = Endpoint::parse("[" + std::string(v) + "]:0");
-         if (!address) return "not an IPv4 or IPv6 address: " + std::string(v);
+         auto address = parse_ip_address(v);
+         if (!address) return address.error();
          o.node_ip = *address;
          return std::nullopt;
        }},
@@ -407,6 +406,13 @@ Result<BootstrapEntry, std::string> parse_bootstrap_entry(std::string_view text)
   if (!is_dns_name(name))
     return fail("bad bootstrap peer '" + std::string(text) + "' (ip:port or name:port)");
   return BootstrapEntry{BootstrapEntry::Kind::kDns, Endpoint{}, name, *port};
+}
+
+Result<Endpoint, std::string> parse_ip_address(std::string_view text) {
+  auto address = Endpoint::parse(std::string(text) + ":0");
+  if (!address) address = Endpoint::parse("[" + std::string(text) + "]:0");
+  if (!address) return fail(Error("not an IPv4 or IPv6 address: " + std::string(text)));
+  return *address;
 }
 
 Result<Endpoint, std::string> parse_listen_address(std::string_view text) {

@@ -120,4 +120,7 @@ Result<std::chrono::milliseconds, std::string> parse_duration(std::string_view t
 // "0.0.0.0:5000", "[::]:5000", ":5000" (all IPv4 addresses).
 Result<Endpoint, std::string> parse_listen_address(std::string_view text);
 
+// "10.0.0.5" or "fd00::5" (no port; the Endpoint's port is 0): --node-ip, $NODE_IP, $POD_IP.
+Result<Endpoint, std::string> parse_ip_address(std::string_view text);
+
 }  // namespace peerd::daemon
