@@ -11,6 +11,8 @@ packages=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   # daemon (peerd/daemon): Boost.Asio/Beast, libcurl, JSON, OpenSSL
   libboost-dev libboost-system-dev libcurl4-openssl-dev nlohmann-json3-dev libssl-dev openssl
+  # containerd content store client (peerd/daemon/containerd): gRPC + protobuf, protoc plugins
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   # daemon integration tests (skipped when absent): registry, image tools, containerd, nginx
   docker-registry skopeo umoci containerd nginx-light
   # simulator (simulator/, peerd-sim): ns-3 3.37 and gnuplot for --plot (JSON scenarios: nlohmann-json3-dev above)

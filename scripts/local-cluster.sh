@@ -274,12 +274,10 @@ lc_image_digest() {
 
 # ---- a static file server (nginx) for /blobs/ ----
 
-# lc_start_file_server DIR [PORT]: nginx (sendfile on) serving DIR on $LC_FILE_SERVER_ADDR:PORT (8080).
-lc_start_file_server() {
-  local root=$1 port=${2:-8080} dir=$LC_RUN_DIR/nginx
-  command -v nginx >/dev/null 2>&1 || lc_die "nginx not installed: run scripts/install-deps.sh"
-  lc_require_free "$LC_FILE_SERVER_ADDR:$port"
-  mkdir -p "$dir"
+# lc_write_nginx_conf DIR LISTEN ROOT: DIR/nginx.conf for a foreground nginx (sendfile on) serving ROOT on
+# LISTEN, with its pid, logs and temp folders inside DIR (also used by kind/local/cluster.sh).
+lc_write_nginx_conf() {
+  local dir=$1 listen=$2 root=$3
   cat >"$dir/nginx.conf" <<EOF
 daemon off;
 user root;
@@ -296,11 +294,20 @@ http {
   scgi_temp_path $dir/scgi;
   sendfile on;
   server {
-    listen $LC_FILE_SERVER_ADDR:$port;
+    listen $listen;
     root $root;
   }
 }
 EOF
+}
+
+# lc_start_file_server DIR [PORT]: nginx (sendfile on) serving DIR on $LC_FILE_SERVER_ADDR:PORT (8080).
+lc_start_file_server() {
+  local root=$1 port=${2:-8080} dir=$LC_RUN_DIR/nginx
+  command -v nginx >/dev/null 2>&1 || lc_die "nginx not installed: run scripts/install-deps.sh"
+  lc_require_free "$LC_FILE_SERVER_ADDR:$port"
+  mkdir -p "$dir"
+  lc_write_nginx_conf "$dir" "$LC_FILE_SERVER_ADDR:$port" "$root"
   lc_spawn nginx nginx -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf"
   lc_wait_http nginx "http://$LC_FILE_SERVER_ADDR:$port/"
 }

@@ -391,27 +391,7 @@ kl_start_origin() {
     head -c "${KL_BLOB_MB}M" /dev/urandom >"$dir/www/blob.bin"
   fi
   kl_alive origin && return 0
-  cat >"$dir/nginx.conf" <<EOF
-daemon off;
-user root;
-worker_processes 1;
-pid $dir/nginx.pid;
-error_log $dir/error.log;
-events { worker_connections 256; }
-http {
-  access_log $dir/access.log;
-  client_body_temp_path $dir/body;
-  proxy_temp_path $dir/proxy;
-  fastcgi_temp_path $dir/fastcgi;
-  uwsgi_temp_path $dir/uwsgi;
-  scgi_temp_path $dir/scgi;
-  sendfile on;
-  server {
-    listen $KL_REGISTRY_ADDR:$KL_ORIGIN_PORT;
-    root $dir/www;
-  }
-}
-EOF
+  lc_write_nginx_conf "$dir" "$KL_REGISTRY_ADDR:$KL_ORIGIN_PORT" "$dir/www"
   kl_spawn origin ip netns exec "$NS_REGISTRY" nginx -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf"
   kl_wait_http "$NS_REGISTRY" origin "http://$KL_REGISTRY_ADDR:$KL_ORIGIN_PORT/blob.bin" -I || kl_die "nginx origin did not start"
 }
