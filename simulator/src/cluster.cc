@@ -32,6 +32,7 @@
 #include "peerd/core/routing/dht.h"
 #include "peerd/core/transfer/engine.h"
 #include "peerd/core/transfer/virtual_chunk_store.h"
+#include "workloads/pattern/read_pattern.h"
 
 namespace peerd::sim {
 
@@ -177,6 +178,13 @@ class Cluster final : public NetworkHandler {
     size_t reads_failed = 0;
     size_t reads_wrong_bytes = 0;
     uint64_t stream_offset = 0;
+    // Random workload: this node's plan_reads(), replayed by `concurrency` workers that each take one blob's
+    // reads at a time, like peerd-random's threads.
+    std::vector<workload::PlannedRead> plan;
+    size_t next_plan_blob_start = 0;  // index into plan of the next blob no worker has taken
+    uint32_t workers_busy = 0;
+    std::vector<IssuedRead> issued;
+    std::unordered_map<uint64_t, std::pair<size_t, size_t>> random_reads;  // ReadId -> (issued, plan index)
     uint64_t served_bytes = 0;
     uint64_t bytes_requested = 0;
     uint64_t bytes_delivered = 0;
@@ -226,7 +234,13 @@ class Cluster final : public NetworkHandler {
   void deliver_membership();
   void arrive(Node& node);
   void issue_reads(Node& node);
-  void read_done(Node& node, uint64_t length, bool completed);
+  void read_done(Node& node, transfer::ReadId read, uint64_t length, bool completed);
+  void start_random(Node& node);
+  bool take_next_blob(Node& node);
+  void schedule_random_read(Node& node, size_t plan_index);
+  void issue_random_read(Node& node, size_t plan_index);
+  void random_read_done(Node& node, size_t issued_index, size_t plan_index, bool completed);
+  void continue_random(Node& node, size_t plan_index);
   void maybe_finish(Node& node);
   void kill(Node& node);
   std::vector<NodeIndex> fault_order() const;
@@ -544,14 +558,14 @@ void Cluster::on_event(Node& node, transfer::Event& event) {
     node.reads.erase(it);
     if (!holds_true_bytes(node, item, length)) ++node.reads_wrong_bytes;
     node.engine->release_read(now(), complete->read);
-    read_done(node, length, true);
+    read_done(node, complete->read, length, true);
   } else if (const auto* failed = std::get_if<transfer::ReadFailed>(&event)) {
     const auto it = node.reads.find(failed->read.value);
     if (it == node.reads.end()) return;
     const uint64_t length = it->second.second;
     node.reads.erase(it);
     node.engine->release_read(now(), failed->read);
-    read_done(node, length, false);
+    read_done(node, failed->read, length, false);
   }
   // ReadProgress, IntegrityFailure, PeerBanned, ContentVerified, ChunkReady: counted in the engine's stats.
 }
@@ -730,10 +744,13 @@ void Cluster::deliver_membership() {
   for (const auto& node : nodes_) {
     if (node->alive) members.push_back(node->peer);
   }
+  // One list for every engine, as if each had been handed `members` (Engine::handle_membership): 10 000
+  // nodes would otherwise hold 10 000 copies, and rank every chunk's owners 10 000 times.
+  const auto shared = transfer::MemberList::build(members, engine_options_.members_max);
   for (const auto& node : nodes_) {
     if (!node->alive) continue;
     if (peers_enabled_) {
-      node->engine->handle_membership(now(), members);
+      node->engine->handle_membership(now(), shared);
     } else {
       node->engine->handle_membership(now(), std::span<const transfer::Peer>(&node->peer, 1));
     }
@@ -783,7 +800,11 @@ void Cluster::arrive(Node& node) {
   if (!node.alive) return;
   node.arrived = true;
   node.arrival = now();
-  issue_reads(node);
+  if (scenario_.workload.kind == Workload::Kind::kRandom) {
+    start_random(node);
+  } else {
+    issue_reads(node);
+  }
   drive(node);
 }
 
@@ -823,13 +844,21 @@ void Cluster::issue_reads(Node& node) {
   maybe_finish(node);
 }
 
-void Cluster::read_done(Node& node, uint64_t length, bool completed) {
+void Cluster::read_done(Node& node, transfer::ReadId read, uint64_t length, bool completed) {
   --node.reads_active;
   if (completed) {
     ++node.reads_completed;
     node.bytes_delivered += length;
   } else {
     ++node.reads_failed;
+  }
+  if (scenario_.workload.kind == Workload::Kind::kRandom) {
+    const auto it = node.random_reads.find(read.value);
+    if (it == node.random_reads.end()) return;
+    const auto [issued_index, plan_index] = it->second;
+    node.random_reads.erase(it);
+    random_read_done(node, issued_index, plan_index, completed);
+    return;
   }
   // Another read: after the engine call returns (reads are commands; drive() delivers their outputs).
   at(now(), [this, index = node.index] {
@@ -840,11 +869,125 @@ void Cluster::read_done(Node& node, uint64_t length, bool completed) {
   });
 }
 
+// ---- The random workload ----
+
+void Cluster::start_random(Node& node) {
+  const RandomWorkload& random = scenario_.workload.random;
+  workload::PatternOptions options;
+  options.seed = random.seed_of(node.index);
+  for (const Item& item : items_) options.blob_sizes_bytes.push_back(item.bytes);
+  options.reads_per_blob = random.reads_per_blob;
+  options.read_bytes_max = random.read_bytes_max;
+  options.jitter_min = Duration::milliseconds(random.jitter_min_ms);
+  options.jitter_max = Duration::milliseconds(random.jitter_max_ms);
+  options.start_delay_min = Duration::seconds(random.start_delay_min_s);
+  options.start_delay_max = Duration::seconds(random.start_delay_max_s);
+  auto pattern = workload::plan_reads(options);
+  if (!pattern) {
+    ++node.reads_failed;  // parse_scenario keeps the options in range; a hand-built scenario may not
+  } else {
+    node.plan = std::move(pattern->reads);
+  }
+  uint32_t workers = 0;
+  while (workers < random.concurrency && take_next_blob(node)) ++workers;
+  maybe_finish(node);
+}
+
+// A free worker takes the next blob's reads (the plan is grouped by blob). False when none is left.
+bool Cluster::take_next_blob(Node& node) {
+  const size_t begin = node.next_plan_blob_start;
+  if (begin >= node.plan.size()) return false;
+  size_t end = begin + 1;
+  while (end < node.plan.size() && node.plan[end].blob_index == node.plan[begin].blob_index) ++end;
+  node.next_plan_blob_start = end;
+  ++node.workers_busy;
+  schedule_random_read(node, begin);
+  return true;
+}
+
+// A blob's first read waits the run's start delay, every later one its jitter pause after the previous read
+// ended: exactly peerd-random's sleeps.
+void Cluster::schedule_random_read(Node& node, size_t plan_index) {
+  at(now() + node.plan[plan_index].start_delay, [this, index = node.index, plan_index] {
+    Node& target = *nodes_[index];
+    if (!target.alive) return;
+    issue_random_read(target, plan_index);
+    drive(target);
+  });
+}
+
+void Cluster::issue_random_read(Node& node, size_t plan_index) {
+  const workload::PlannedRead& planned = node.plan[plan_index];
+  const Item& item = items_[planned.blob_index];
+  IssuedRead issued;
+  issued.blob_index = planned.blob_index;
+  issued.read_index = planned.read_index;
+  issued.offset_bytes = planned.offset_bytes;
+  issued.length_bytes = planned.length_bytes;
+  issued.issued_us = (now() - measure_start_).micros;
+  const size_t issued_index = node.issued.size();
+  node.issued.push_back(issued);
+  node.bytes_requested += planned.length_bytes;
+  auto read = node.engine->read(now(), transfer::ContentRef{item.id, item.bytes, true}, planned.offset_bytes,
+                                planned.length_bytes);
+  if (!read) {
+    ++node.reads_failed;
+    random_read_done(node, issued_index, plan_index, false);
+    return;
+  }
+  ++node.reads_active;
+  node.reads[read->value] = {planned.blob_index, planned.length_bytes};
+  node.random_reads[read->value] = {issued_index, plan_index};
+}
+
+void Cluster::random_read_done(Node& node, size_t issued_index, size_t plan_index, bool completed) {
+  IssuedRead& issued = node.issued[issued_index];
+  int64_t finished_us = (now() - measure_start_).micros;
+  if (completed) {
+    const double local_seconds =
+        double(issued.length_bytes) / scenario_.workload.random.local_read_bytes_per_second;
+    finished_us = std::max<int64_t>(finished_us, issued.issued_us + std::llround(local_seconds * 1e6));
+  }
+  issued.finished_us = finished_us;
+  issued.completed = completed;
+  const Instant finished = measure_start_ + Duration::microseconds(finished_us);
+  if (finished <= now()) {
+    continue_random(node, plan_index);
+    return;
+  }
+  at(finished, [this, index = node.index, plan_index] {
+    Node& target = *nodes_[index];
+    if (!target.alive) return;
+    continue_random(target, plan_index);
+    drive(target);
+  });
+}
+
+// The worker that issued plan[plan_index] goes on: the blob's next read, else the next blob, else it stops.
+void Cluster::continue_random(Node& node, size_t plan_index) {
+  const size_t next = plan_index + 1;
+  if (next < node.plan.size() && node.plan[next].blob_index == node.plan[plan_index].blob_index) {
+    schedule_random_read(node, next);
+    return;
+  }
+  --node.workers_busy;
+  if (!take_next_blob(node)) maybe_finish(node);
+}
+
 void Cluster::maybe_finish(Node& node) {
   if (node.finished || !node.arrived || node.reads_active > 0) return;
-  const bool all_issued = scenario_.workload.kind == Workload::Kind::kStream
-                              ? node.stream_offset >= items_[0].bytes
-                              : node.next_item >= items_.size();
+  bool all_issued = false;
+  switch (scenario_.workload.kind) {
+    case Workload::Kind::kPull:
+      all_issued = node.next_item >= items_.size();
+      break;
+    case Workload::Kind::kStream:
+      all_issued = node.stream_offset >= items_[0].bytes;
+      break;
+    case Workload::Kind::kRandom:
+      all_issued = node.workers_busy == 0 && node.next_plan_blob_start >= node.plan.size();
+      break;
+  }
   if (!all_issued) return;
   node.finished = true;
   node.finish = now();
@@ -901,6 +1044,7 @@ RunResult Cluster::collect() {
       result.bytes_delivered += node->bytes_delivered;
     }
     outcome.dht_datagrams = node->dht->stats().datagrams_sent - node->dht_baseline;
+    outcome.random_reads = node->issued;
     result.dht_datagrams += outcome.dht_datagrams;
     result.outcomes.push_back(outcome);
     const transfer::EngineStats& stats = node->engine->stats();

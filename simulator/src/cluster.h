@@ -11,6 +11,18 @@
 
 namespace peerd::sim {
 
+// One read of the `random` workload as the node issued it (times in microseconds since the measurement start,
+// the engine clock's resolution).
+struct IssuedRead {
+  uint32_t blob_index = 0;
+  uint32_t read_index = 0;
+  uint64_t offset_bytes = 0;
+  uint64_t length_bytes = 0;
+  int64_t issued_us = 0;
+  int64_t finished_us = -1;  // completed or failed; -1: still running when the run ended
+  bool completed = false;
+};
+
 struct NodeOutcome {
   bool killed = false;
   bool slow = false;
@@ -19,11 +31,12 @@ struct NodeOutcome {
   bool failed = false;             // some read failed
   uint32_t reads_wrong_bytes = 0;  // completed reads whose bytes were not the truth (must stay 0)
   double arrival_seconds = 0;
-  double completion_seconds = 0;  // from arrival to the last read's completion
-  uint64_t served_bytes = 0;      // payload this node sent to peers
-  uint64_t bytes_requested = 0;   // by the reads its workload issued
-  uint64_t bytes_delivered = 0;   // by its reads that completed
-  uint64_t dht_datagrams = 0;     // sent during the measurement
+  double completion_seconds = 0;         // from arrival to the last read's completion
+  uint64_t served_bytes = 0;             // payload this node sent to peers
+  uint64_t bytes_requested = 0;          // by the reads its workload issued
+  uint64_t bytes_delivered = 0;          // by its reads that completed
+  uint64_t dht_datagrams = 0;            // sent during the measurement
+  std::vector<IssuedRead> random_reads;  // `random` workload: in the order issued
 };
 
 struct EngineTotals {

@@ -113,10 +113,30 @@ ModeSummary summarize(const RunResult& run) {
   summary.throughput_mean_mbytes_per_second =
       summary.nodes_completed > 0 ? throughput_sum / summary.nodes_completed : 0;
   const uint64_t engine_received = run.engine.bytes_from_upstream + run.engine.bytes_from_peers;
+  if (run.workload == Workload::Kind::kRandom) {
+    std::vector<double> speeds;
+    for (const NodeOutcome& outcome : run.outcomes) {
+      if (outcome.killed) continue;
+      for (const IssuedRead& read : outcome.random_reads) {
+        ++summary.random_reads;
+        if (!read.completed) {
+          ++summary.random_reads_failed;
+          continue;
+        }
+        speeds.push_back(workload::megabytes_per_second(read.length_bytes,
+                                                        double(read.finished_us - read.issued_us) / 1e6));
+      }
+    }
+    summary.read_speeds = workload::summarize(speeds);
+  }
   summary.bytes_conserved = run.bytes_delivered == run.bytes_requested &&
                             run.network.payload_bytes_received <= run.network.payload_bytes_sent &&
                             engine_received == run.network.payload_bytes_received;
   return summary;
+}
+
+std::string_view random_speed_label(ModeBase base) {
+  return base == ModeBase::kUpstreamOnly ? "upstream" : "p2p";
 }
 
 std::string format_table(const std::vector<RunResult>& runs) {
@@ -160,6 +180,25 @@ std::string format_table(const std::vector<RunResult>& runs) {
                       : std::string("-");
       }
       std::snprintf(line, sizeof line, "  %-22s %s\n", run.mode.c_str(), values.c_str());
+      out += line;
+    }
+  }
+  if (first.workload == Workload::Kind::kRandom) {
+    // peerd-random's "speeds (MB/s)" and "error rates" lines, over every read of every live node.
+    out +=
+        "read speeds (MB/s), as peerd-random reports them: nearest-rank pN of the per-read speeds in "
+        "ascending order (p100 = fastest), MB = 1e6 bytes:\n";
+    for (const RunResult& run : runs) {
+      const ModeSummary s = summarize(run);
+      const std::string label(random_speed_label(run.base));
+      std::string values;
+      for (size_t i = 0; i < workload::kReportedPercentiles.size(); ++i) {
+        values += " " + label + ".p" + std::to_string(workload::kReportedPercentiles[i]) + " " +
+                  (s.read_speeds ? printf_string("%.1f", s.read_speeds->values[i]) : std::string("-"));
+      }
+      std::snprintf(line, sizeof line, "  %-22s%s  reads %llu %s.error_rate %.4f\n", run.mode.c_str(),
+                    values.c_str(), static_cast<unsigned long long>(s.random_reads), label.c_str(),
+                    workload::error_rate(s.random_reads_failed, s.random_reads));
       out += line;
     }
   }
@@ -250,6 +289,19 @@ std::string to_json(const std::vector<RunResult>& runs) {
                        {"payload_bytes_received", run.network.payload_bytes_received},
                        {"flow_recomputations", run.network.flow_recomputations},
                        {"flows_max", run.network.flows_max}};
+    if (run.workload == Workload::Kind::kRandom) {
+      const std::string label(random_speed_label(run.base));
+      Json speeds;
+      speeds["label"] = label;
+      speeds["reads"] = s.random_reads;
+      speeds["failures"] = s.random_reads_failed;
+      speeds["error_rate"] = round6(workload::error_rate(s.random_reads_failed, s.random_reads));
+      for (size_t i = 0; i < workload::kReportedPercentiles.size(); ++i) {
+        const std::string key = "p" + std::to_string(workload::kReportedPercentiles[i]);
+        speeds[key] = s.read_speeds ? Json(round6(s.read_speeds->values[i])) : Json(nullptr);
+      }
+      mode["read_speeds_mbytes_per_s"] = speeds;
+    }
     mode["sim"] = {{"measured_s", round6(run.measured_seconds)}, {"events", run.events}};
     // The completion CDF (at most 200 points) and the registry's cumulative egress, for plots.
     const std::vector<double> sorted = completion_sorted(run);

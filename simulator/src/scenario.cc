@@ -8,6 +8,8 @@
 #include <set>
 #include <sstream>
 
+#include "workloads/pattern/read_pattern.h"
+
 namespace peerd::sim {
 
 namespace {
@@ -18,6 +20,7 @@ constexpr uint32_t kNodesMax = 100000;
 constexpr size_t kLayersMax = 1000;
 constexpr size_t kModesMax = 16;
 constexpr uint64_t kMebibyte = 1024 * 1024;
+constexpr uint32_t kRandomConcurrencyMax = 256;  // peerd-random's --concurrency limit
 
 constexpr std::array<std::string_view, 17> kEngineKeys = {
     "chunk_kib",
@@ -157,18 +160,52 @@ void parse_image(const Json& json, Scenario& scenario) {
       static_cast<uint32_t>(integer(json, where, "concurrent_layers", 3, 1, 1000));
 }
 
+// peerd-random's options, with its flags' names and limits (workloads/random/random_options.cc).
+void parse_random(const Json& json, Scenario& scenario) {
+  const std::string where = "workload";
+  RandomWorkload& random = scenario.workload.random;
+  random.seed = integer(json, where, "seed", scenario.seed, 0, uint64_t{1} << 53);
+  random.reads_per_blob =
+      static_cast<uint32_t>(integer(json, where, "reads_per_blob", 5, 1, workload::kPatternReadsPerBlobMax));
+  random.read_bytes_max = integer(json, where, "read_bytes_max", 0, 0, uint64_t{1} << 53);
+  const auto delay_ms_max = static_cast<uint64_t>(workload::kPatternDelayMax.micros / 1000);
+  random.jitter_min_ms = static_cast<uint32_t>(integer(json, where, "jitter_min_ms", 3, 0, delay_ms_max));
+  random.jitter_max_ms = static_cast<uint32_t>(integer(json, where, "jitter_max_ms", 25, 0, delay_ms_max));
+  random.start_delay_min_s =
+      static_cast<uint32_t>(integer(json, where, "start_delay_min_s", 0, 0, delay_ms_max / 1000));
+  random.start_delay_max_s =
+      static_cast<uint32_t>(integer(json, where, "start_delay_max_s", 0, 0, delay_ms_max / 1000));
+  random.concurrency =
+      static_cast<uint32_t>(integer(json, where, "concurrency", 8, 1, kRandomConcurrencyMax));
+  random.local_read_bytes_per_second = number(json, where, "local_read_mbytes_per_s", 400, 1, 1e6) * 1e6;
+  if (random.jitter_min_ms > random.jitter_max_ms)
+    throw Error{where + ": jitter_min_ms is above jitter_max_ms"};
+  if (random.start_delay_min_s > random.start_delay_max_s) {
+    throw Error{where + ": start_delay_min_s is above start_delay_max_s"};
+  }
+  if (uint64_t{random.reads_per_blob} * scenario.layers.size() > workload::kPatternReadsMax) {
+    throw Error{where + ": reads_per_blob x blobs is above " + std::to_string(workload::kPatternReadsMax)};
+  }
+}
+
 void parse_workload(const Json& json, Scenario& scenario) {
   const std::string where = "workload";
-  expect_keys(json, where, {"kind", "read_kib"});
   const std::string kind = text(json, where, "kind", "pull");
   if (kind == "pull") {
+    expect_keys(json, where, {"kind"});
     scenario.workload.kind = Workload::Kind::kPull;
-    if (json.contains("read_kib")) throw Error{where + ".read_kib: only for kind \"stream\""};
   } else if (kind == "stream") {
+    expect_keys(json, where, {"kind", "read_kib"});
     scenario.workload.kind = Workload::Kind::kStream;
     scenario.workload.read_bytes = integer(json, where, "read_kib", 64, 1, 1 << 20) * 1024;
+  } else if (kind == "random") {
+    expect_keys(json, where,
+                {"kind", "seed", "reads_per_blob", "read_bytes_max", "jitter_min_ms", "jitter_max_ms",
+                 "start_delay_min_s", "start_delay_max_s", "concurrency", "local_read_mbytes_per_s"});
+    scenario.workload.kind = Workload::Kind::kRandom;
+    parse_random(json, scenario);
   } else {
-    throw Error{where + ".kind: expected \"pull\" or \"stream\""};
+    throw Error{where + ".kind: expected \"pull\", \"stream\" or \"random\""};
   }
 }
 

@@ -41,11 +41,33 @@ struct Layer {
   uint64_t bytes = 0;
 };
 
+// The `random` workload: peerd-random's options (workloads/random/random_options.h, same names as its flags);
+// the blobs are the image's layers. Node i issues exactly the reads plan_reads() (workloads/pattern) returns
+// for seed + i + 1, i.e. what `peerd-random --seed <seed + i + 1>` issues on node i + 1 of kind/local with
+// KL_SEED = seed, reading `concurrency` blobs at a time like its worker threads.
+struct RandomWorkload {
+  uint64_t seed = 0;  // default: the scenario's seed
+  uint32_t reads_per_blob = 5;
+  uint64_t read_bytes_max = 0;  // 0: a read may reach the end of the blob
+  uint32_t jitter_min_ms = 3;
+  uint32_t jitter_max_ms = 25;
+  uint32_t start_delay_min_s = 0;
+  uint32_t start_delay_max_s = 0;
+  uint32_t concurrency = 8;
+  // The node-local hop from peerd to peerd-random (HTTP on the node): a read ends no sooner than its bytes
+  // could cross it after being issued, so reads of chunks the node already holds are not infinitely fast.
+  // Default: the daemon's /blobs/ read speed measured on loopback (400 MB/s).
+  double local_read_bytes_per_second = 400e6;
+
+  uint64_t seed_of(uint32_t node) const { return seed + node + 1; }
+};
+
 struct Workload {
-  enum class Kind : uint8_t { kPull, kStream };
+  enum class Kind : uint8_t { kPull, kStream, kRandom };
   Kind kind = Kind::kPull;
   uint32_t concurrent_layers = 3;  // pull: layers read at once (containerd's max_concurrent_downloads)
   uint64_t read_bytes = 0;         // stream: size of each sequential range read
+  RandomWorkload random;           // random
 };
 
 struct Arrival {

@@ -72,6 +72,40 @@ TEST(ScenarioTest, ModesCanOverrideEngineOptions) {
   EXPECT_EQ(scenario->workload.read_bytes, 256u * 1024);
 }
 
+// The random workload takes peerd-random's options under its flags' names; the blobs are the image's layers.
+TEST(ScenarioTest, RandomWorkloadTakesPeerdRandomOptions) {
+  auto scenario =
+      parse_scenario(R"({"nodes": 4, "seed": 7, "image": {"layers_mib": [8, 4]}, "modes": ["peerd"],
+      "workload": {"kind": "random", "reads_per_blob": 3, "read_bytes_max": 65536, "jitter_min_ms": 1,
+      "jitter_max_ms": 2, "start_delay_max_s": 5, "concurrency": 2, "local_read_mbytes_per_s": 1000}})");
+  ASSERT_TRUE(scenario.ok()) << scenario.error();
+  const RandomWorkload& random = scenario->workload.random;
+  EXPECT_EQ(scenario->workload.kind, Workload::Kind::kRandom);
+  EXPECT_EQ(random.seed, 7u);  // the scenario's seed unless given
+  EXPECT_EQ(random.seed_of(0), 8u);
+  EXPECT_EQ(random.reads_per_blob, 3u);
+  EXPECT_EQ(random.read_bytes_max, 65536u);
+  EXPECT_EQ(random.jitter_min_ms, 1u);
+  EXPECT_EQ(random.jitter_max_ms, 2u);
+  EXPECT_EQ(random.start_delay_min_s, 0u);
+  EXPECT_EQ(random.start_delay_max_s, 5u);
+  EXPECT_EQ(random.concurrency, 2u);
+  EXPECT_DOUBLE_EQ(random.local_read_bytes_per_second, 1e9);
+
+  auto jitter = parse_scenario(R"({"nodes": 4, "image": {"layers_mib": [8]}, "modes": ["peerd"],
+      "workload": {"kind": "random", "jitter_min_ms": 9, "jitter_max_ms": 2}})");
+  ASSERT_FALSE(jitter.ok());
+  EXPECT_NE(jitter.error().find("jitter_min_ms"), std::string::npos);
+  auto stray = parse_scenario(R"({"nodes": 4, "image": {"layers_mib": [8]}, "modes": ["peerd"],
+      "workload": {"kind": "pull", "reads_per_blob": 2}})");
+  ASSERT_FALSE(stray.ok());
+  EXPECT_NE(stray.error().find("reads_per_blob"), std::string::npos);
+  auto zero = parse_scenario(R"({"nodes": 4, "image": {"layers_mib": [8]}, "modes": ["peerd"],
+      "workload": {"kind": "random", "concurrency": 0}})");
+  ASSERT_FALSE(zero.ok());
+  EXPECT_NE(zero.error().find("concurrency"), std::string::npos);
+}
+
 // Every scenario shipped in simulator/scenarios/ loads.
 TEST(ScenarioTest, ShippedScenariosLoad) {
   size_t count = 0;

@@ -52,6 +52,18 @@ TEST(RoutingTable, ClosestMatchesBruteForce) {
       EXPECT_EQ(table.closest(target, count), brute_force_closest(stored, target, count));
     }
   }
+  // Targets inside the table's own buckets, excluding the target (what a lookup answering its sender asks):
+  // the target's bucket is then short and the closest come from the buckets nearer to the local id.
+  for (const Contact& stored_contact : stored) {
+    std::vector<Contact> others;
+    for (const Contact& other : stored) {
+      if (other.id != stored_contact.id) others.push_back(other);
+    }
+    for (size_t count : {1u, 8u, 20u, 40u}) {
+      EXPECT_EQ(table.closest(stored_contact.id, count, &stored_contact.id),
+                brute_force_closest(others, stored_contact.id, count));
+    }
+  }
   // The local id as target, and exclusion of one contact.
   EXPECT_EQ(table.closest(self, 20), brute_force_closest(stored, self, 20));
   const NodeId excluded = stored.front().id;

@@ -158,5 +158,47 @@ TEST(TransferMembership, ListsBeyondMembersMaxAreCut) {
   EXPECT_EQ(node.engine.stats().providers_dropped, 6u);
 }
 
+// A MemberList's memoised ranking is rendezvous_top's for every rank count, whatever was asked first.
+TEST(MemberList, MemoisedTopMatchesRendezvousTop) {
+  std::vector<Peer> members;
+  for (uint64_t seed = 1; seed <= 300; ++seed) members.push_back(make_peer(seed));
+  const auto list = MemberList::build(members, members.size());
+  ASSERT_EQ(list->size(), members.size());
+  const std::vector<uint64_t> hashes(list->hashes().begin(), list->hashes().end());
+  Rng rng(11);
+  for (int trial = 0; trial < 200; ++trial) {
+    const uint64_t chunk_hash = rng.next_u64();
+    // Ask with a growing, then a shrinking, rank count: each answer is computed from the first one's memo.
+    for (const size_t want : {size_t{1}, size_t{3}, MemberList::kRanksMax, size_t{2}, size_t{0}}) {
+      std::vector<uint32_t> memoised(want, UINT32_MAX);
+      memoised.resize(list->top(chunk_hash, memoised));
+      ASSERT_EQ(memoised, reference_top(hashes, chunk_hash, want)) << "want " << want;
+    }
+  }
+}
+
+// Engines handed one shared list rank the same owners as an engine handed the members as a span, and keep
+// their own list when the shared one leaves them out.
+TEST(MemberList, SharedListGivesTheSameOwnersAsACopy) {
+  std::vector<Peer> members;
+  for (uint64_t seed = 1; seed <= 50; ++seed) members.push_back(make_peer(seed));
+  const auto shared = MemberList::build(members, EngineOptions{}.members_max);
+  Node copied(options_for(members[7]));
+  Node first(options_for(members[7]));
+  Node second(options_for(members[30]));
+  copied.engine.handle_membership(Instant{}, members);
+  first.engine.handle_membership(Instant{}, shared);
+  second.engine.handle_membership(Instant{}, shared);
+  const ContentId content = ContentId::file("https://example.com/shared");
+  for (uint64_t index = 0; index < 200; ++index) {
+    const ChunkKey chunk{content, index, kChunk};
+    EXPECT_EQ(first.engine.owners_of(chunk, 3), copied.engine.owners_of(chunk, 3));
+    EXPECT_EQ(second.engine.owners_of(chunk, 3), copied.engine.owners_of(chunk, 3));
+  }
+  Node outsider(options_for(make_peer(99)));
+  outsider.engine.handle_membership(Instant{}, shared);
+  EXPECT_EQ(outsider.engine.members(), members.size() + 1);  // itself added, as with a span
+}
+
 }  // namespace
 }  // namespace peerd::transfer

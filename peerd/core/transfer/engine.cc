@@ -111,6 +111,7 @@ Engine::Engine(EngineOptions options, ChunkStore& store) : options_(options), st
   options_.peers_max = std::max<uint32_t>(options_.peers_max, 2);
   peers_.push_back(PeerRecord{});  // kUpstream
   self_peer_ = intern_peer(options_.self);
+  members_ = MemberList::build({}, 0);
 }
 
 // ---- Peers ----
@@ -132,15 +133,13 @@ uint32_t Engine::intern_peer(const Peer& peer) {
 // A member's peer record, created when the member is first ranked as an owner. An existing record keeps its
 // address: handle_membership updated it, and a provider answer since then is newer.
 uint32_t Engine::member_peer(size_t position) {
-  const Peer& member = members_[position];
+  const Peer& member = (*members_)[position];
   if (const auto it = peer_index_.find(member.id); it != peer_index_.end()) return it->second;
   return intern_peer(member);
 }
 
 const Peer* Engine::find_member(const NodeId& id) const {
-  const auto it = std::lower_bound(members_.begin(), members_.end(), id,
-                                   [](const Peer& member, const NodeId& key) { return member.id < key; });
-  return it != members_.end() && it->id == id ? &*it : nullptr;
+  return members_->find(id);
 }
 
 bool Engine::has_capacity(uint32_t peer) const {
@@ -646,8 +645,8 @@ void Engine::compute_owners(Job& job) {
   job.owner_rank_next = 0;
   std::array<uint32_t, kOwnerRanksMax> positions{};
   const uint64_t key = chunk_hash64(contents_[job.content].hash64, job.index);
-  job.owner_count = static_cast<uint32_t>(
-      rendezvous_top(member_hashes_, key, std::span(positions.data(), options_.owner_ranks_max)));
+  job.owner_count =
+      static_cast<uint32_t>(members_->top(key, std::span(positions.data(), options_.owner_ranks_max)));
   for (uint32_t rank = 0; rank < job.owner_count; ++rank) job.owners[rank] = member_peer(positions[rank]);
 }
 
@@ -952,17 +951,17 @@ void Engine::complete_job(Instant now, uint32_t slot, ChunkFingerprint fingerpri
 }
 
 bool Engine::accepts_fetch_through(ContentState& content, uint64_t index) {
-  if (member_hashes_.empty()) return true;
+  if (members_->empty()) return true;
   ChunkInfo& chunk = content.chunks[index];
   if (chunk.owner_check_generation != membership_generation_) {
     // Only as one of the first owners by our own view (a little slack for views that differ): otherwise any
     // peer could use this node as a free proxy to the upstream.
     std::array<uint32_t, kOwnerRanksMax + 1> positions{};
-    const size_t ranks = rendezvous_top(member_hashes_, chunk_hash64(content.hash64, index),
-                                        std::span(positions.data(), options_.owner_ranks_max + 1));
+    const size_t ranks = members_->top(chunk_hash64(content.hash64, index),
+                                       std::span(positions.data(), options_.owner_ranks_max + 1));
     chunk.owner_candidate = false;
     for (size_t rank = 0; rank < ranks; ++rank)
-      chunk.owner_candidate |= members_[positions[rank]].id == options_.self.id;
+      chunk.owner_candidate |= (*members_)[positions[rank]].id == options_.self.id;
     chunk.owner_check_generation = membership_generation_;
   }
   return chunk.owner_candidate;
@@ -1542,41 +1541,21 @@ void Engine::finish_lookup(Instant now, uint32_t slot, std::span<const Peer> pro
 // ---- Membership ----
 
 void Engine::handle_membership(Instant now, std::span<const Peer> members) {
-  std::vector<Peer> listed;
-  listed.reserve(std::min<size_t>(members.size(), options_.members_max) + 1);
-  bool self_listed = false;
-  for (const Peer& member : members) {
-    if (listed.size() >= options_.members_max) {
-      ++stats_.providers_dropped;
-      continue;
-    }
-    self_listed |= member.id == options_.self.id;
-    listed.push_back(member);
+  auto list = MemberList::build(members, options_.members_max, &peers_[self_peer_].peer);
+  stats_.providers_dropped += list->dropped();
+  adopt_membership(now, std::move(list));
+}
+
+void Engine::handle_membership(Instant now, std::shared_ptr<const MemberList> members) {
+  if (!members || members->size() > options_.members_max || members->find(options_.self.id) == nullptr) {
+    handle_membership(now, members ? members->peers() : std::span<const Peer>());
+    return;
   }
-  if (!self_listed) listed.push_back(peers_[self_peer_].peer);
-  // Sorted by id through (id_hash64, position) pairs: the big-endian leading 8 bytes order like the ids and
-  // decide nearly every comparison, and no Peer moves (a simulation sorts 10 000 members on each of 10 000
-  // nodes). Of an id listed twice the later address is the one kept (a node may come back at another one).
-  std::vector<std::pair<uint64_t, uint32_t>> order;
-  order.reserve(listed.size());
-  for (uint32_t position = 0; position < listed.size(); ++position)
-    order.emplace_back(id_hash64(listed[position].id), position);
-  std::sort(order.begin(), order.end(), [&](const auto& a, const auto& b) {
-    if (a.first != b.first) return a.first < b.first;
-    const NodeId& a_id = listed[a.second].id;
-    const NodeId& b_id = listed[b.second].id;
-    return a_id != b_id ? a_id < b_id : a.second < b.second;
-  });
-  members_.clear();
-  members_.reserve(order.size());
-  member_hashes_.clear();
-  member_hashes_.reserve(order.size());
-  for (size_t i = 0; i < order.size(); ++i) {
-    const Peer& member = listed[order[i].second];
-    if (i + 1 < order.size() && listed[order[i + 1].second].id == member.id) continue;
-    members_.push_back(member);
-    member_hashes_.push_back(order[i].first);
-  }
+  adopt_membership(now, std::move(members));
+}
+
+void Engine::adopt_membership(Instant now, std::shared_ptr<const MemberList> members) {
+  members_ = std::move(members);
   // Members get a peer record only once used as a source (member_peer); those that have one take the
   // listed address now.
   for (uint32_t peer = kUpstream + 1; peer < peers_.size(); ++peer) {
@@ -1605,10 +1584,9 @@ void Engine::handle_membership(Instant now, std::span<const Peer> members) {
 std::vector<NodeId> Engine::owners_of(const ChunkKey& chunk, size_t count) const {
   std::array<uint32_t, kOwnerRanksMax> positions{};
   const uint64_t key = chunk_hash64(id_hash64(chunk.content.dht_id()), chunk.index);
-  const size_t found =
-      rendezvous_top(member_hashes_, key, std::span(positions.data(), std::min(count, kOwnerRanksMax)));
+  const size_t found = members_->top(key, std::span(positions.data(), std::min(count, kOwnerRanksMax)));
   std::vector<NodeId> owners;
-  for (size_t rank = 0; rank < found; ++rank) owners.push_back(members_[positions[rank]].id);
+  for (size_t rank = 0; rank < found; ++rank) owners.push_back((*members_)[positions[rank]].id);
   return owners;
 }
 
@@ -1684,7 +1662,7 @@ std::string Engine::debug_summary() const {
          " fetches=" + std::to_string(fetches_active_) +
          " demand_fetches=" + std::to_string(demand_fetches_active_) +
          " lookups=" + std::to_string(lookups_active_) + " reads=" + std::to_string(reads_active_) +
-         " serves=" + std::to_string(serves_active_) + " members=" + std::to_string(members_.size()) +
+         " serves=" + std::to_string(serves_active_) + " members=" + std::to_string(members_->size()) +
          " wake_list=" + std::to_string(wake_list_.size());
 }
 

@@ -92,6 +92,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <memory>
 #include <optional>
 #include <queue>
 #include <set>
@@ -104,6 +105,7 @@
 #include "peerd/core/common/result.h"
 #include "peerd/core/common/time.h"
 #include "peerd/core/transfer/chunk_store.h"
+#include "peerd/core/transfer/member_list.h"
 #include "peerd/core/transfer/types.h"
 
 namespace peerd::transfer {
@@ -337,6 +339,10 @@ class Engine {
   // member (a member gets a peer record only once fetched from); at most members_max entries, the rest
   // counted in providers_dropped.
   void handle_membership(Instant now, std::span<const Peer> members);
+  // The same with a list built once and shared by engines driven from one thread (member_list.h): no copy,
+  // and each chunk's owners are ranked once for all of them. Same outcome as the span overload given
+  // members->peers(); a list without this node or longer than members_max is copied through that overload.
+  void handle_membership(Instant now, std::shared_ptr<const MemberList> members);
   void handle_verify_result(Instant now, const ContentId& content, bool digest_matched);
   void handle_timeout(Instant now);
 
@@ -356,7 +362,7 @@ class Engine {
   size_t fetches_active() const { return fetches_active_; }
   size_t reads_active() const { return reads_active_; }
   size_t jobs_active() const { return jobs_active_; }
-  size_t members() const { return member_hashes_.size(); }
+  size_t members() const { return members_->size(); }
   // max(2 x p90 first-byte latency, hedge_floor).
   Duration hedge_delay();
   // max(owner_answer_timeout, owner_answer_p90_factor x p90 fetch-through answer latency).
@@ -623,6 +629,7 @@ class Engine {
   uint32_t intern_peer(const Peer& peer);
   uint32_t member_peer(size_t position);
   const Peer* find_member(const NodeId& id) const;
+  void adopt_membership(Instant now, std::shared_ptr<const MemberList> members);
   bool banned(Instant now, uint32_t peer) const { return now < peers_[peer].banned_until; }
   bool has_capacity(uint32_t peer) const;
   double estimated_seconds(uint32_t peer, uint64_t bytes) const;
@@ -711,8 +718,8 @@ class Engine {
 
   // The member list, sorted by id, apart from peers_: an engine ranks every member for every chunk but
   // fetches from few of them, and a peer record per member made 10 000 simulated engines need ~90 GB.
-  std::vector<Peer> members_;
-  std::vector<uint64_t> member_hashes_;  // rendezvous inputs, parallel to members_
+  // The list (and its rendezvous memo) may be shared with other engines.
+  std::shared_ptr<const MemberList> members_;
   uint64_t membership_generation_ = 1;
 
   Slab<ContentState> contents_;
