@@ -327,6 +327,10 @@ lc_start_peerd() {
     bootstrap+="${bootstrap:+,}$(lc_node_addr "$peer"):$LC_ROUTER_PORT"
   done
   lc_peerd_supports --node-ip && extra+=("--node-ip=$addr")
+  lc_peerd_supports --peer-plaintext && extra+=(--peer-plaintext)
+  # The node's containerd content store (ctr's namespace "default"): images it holds are offered to peers.
+  lc_peerd_supports --containerd-socket && extra+=("--containerd-socket=$dir/containerd.sock"
+    "--containerd-namespace=default" "--containerd-content-root=$dir/root/io.containerd.content.v1.content")
   # shellcheck disable=SC2206 # word splitting of extra flags is intended
   [ -n "${LC_PEERD_ARGS:-}" ] && extra+=($LC_PEERD_ARGS)
   lc_spawn "peerd$node" "$PEERD_BIN" run --http-addr="$addr:$LC_HTTP_PORT" \

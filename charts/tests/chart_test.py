@@ -186,6 +186,9 @@ def check_daemonset(objects, values, flags_known, errors):
     # Ports: name -> (number, protocol).
     want_ports = {"http": (values["ports"]["http"], "TCP"), "router": (values["ports"]["router"], "UDP"),
                   "metrics": (values["ports"]["metrics"], "TCP")}
+    peer_tls = bool(values["peerd"]["peerTls"]["secretName"])
+    if peer_tls:
+        want_ports["peer"] = (values["ports"]["peer"], "TCP")
     ports = {port.get("name"): port for port in container.get("ports") or []}
     for name, (number, protocol) in want_ports.items():
         port = ports.get(name)
@@ -264,6 +267,15 @@ def check_daemonset(objects, values, flags_known, errors):
         errors.append(f"containerd socket mounted at {socket_mount!r}, want /run/containerd/containerd.sock")
     if not values["containerd"]["mountSocket"] and socket_mount is not None:
         errors.append("containerd socket mounted although containerd.mountSocket is false")
+    content_root = values["containerd"]["contentRoot"]
+    content_mount = host_path_mount(content_root, "Directory") if content_root else None
+    if values["containerd"]["mountSocket"] and content_root and content_mount != content_root:
+        errors.append(f"containerd content root {content_root} mounted at {content_mount!r}, want the node path")
+    if content_mount is not None:
+        read_only = [mount.get("readOnly") for mount in container.get("volumeMounts") or []
+                     if mount.get("mountPath") == content_mount]
+        if read_only != [True]:
+            errors.append(f"containerd content root {content_mount} must be mounted read-only")
     cache_mount = host_path_mount(values["peerd"]["cache"]["hostPath"], "DirectoryOrCreate")
     if cache_mount is None:
         errors.append(f"cache hostPath {values['peerd']['cache']['hostPath']} is not mounted")
@@ -297,9 +309,28 @@ def check_daemonset(objects, values, flags_known, errors):
     want("--prefetch-workers", str(values["peerd"]["prefetchWorkers"]))
     if cache_mount is not None:
         want("--cache-dir", cache_mount)
-    if service is not None:
+    if values["peerd"]["bootstrap"]:
+        want("--bootstrap", values["peerd"]["bootstrap"])
+    elif service is not None:
         want("--bootstrap", f"{service['metadata']['name']}.{NAMESPACE}.svc.{values['clusterDomain']}:"
                             f"{ports_values['router']}")
+    if values["containerd"]["mountSocket"]:
+        want("--containerd-socket", socket_mount)
+        want("--containerd-namespace", values["containerd"]["namespace"])
+        want("--containerd-content-root", content_root or None)
+        want("--resolve-tags", values["peerd"]["resolveTags"])
+    else:
+        want("--containerd-store", "false")
+    if peer_tls:
+        want("--peer-addr", f"0.0.0.0:{ports_values['peer']}")
+        tls_mount = next((mount for mount in container.get("volumeMounts") or []
+                          if mount.get("mountPath") == flags.get("--peer-tls-dir")), None)
+        secret = ((volumes.get((tls_mount or {}).get("name")) or {}).get("secret") or {}).get("secretName")
+        if tls_mount is None or not tls_mount.get("readOnly") or secret != values["peerd"]["peerTls"]["secretName"]:
+            errors.append(f"--peer-tls-dir={flags.get('--peer-tls-dir')!r} is not the read-only mount of Secret "
+                          f"{values['peerd']['peerTls']['secretName']}")
+    elif "--peer-plaintext" not in flags:
+        errors.append("no peerd.peerTls.secretName but no --peer-plaintext: peerd would refuse peers")
     if values["peerd"]["addMirrorConfiguration"]:
         want("--add-mirror-configuration", "true")
         want("--containerd-hosts-config-path", hosts_mount)
@@ -490,6 +521,9 @@ VARIANTS = {
     }, "edge"),
     "no mirror configuration, no host port": ({"peerd": {"addMirrorConfiguration": False}, "httpHostPort": 0},
                                               "peerd"),
+    "mutual TLS, lease bootstrap, tags from the image store, gRPC content": ({
+        "peerd": {"peerTls": {"secretName": "peerd-ca"}, "bootstrap": "k8s-lease", "resolveTags": "ttl:10m"},
+        "containerd": {"contentRoot": "", "namespace": "custom"}, "ports": {"peer": 6443}}, "peerd"),
 }
 
 # Value sets that pass the schema but cannot work: rendering must fail (helm install would stop there too).
@@ -519,6 +553,10 @@ BAD_VALUES = {
     "probe period of zero": {"probes": {"readiness": {"periodSeconds": 0}}},
     "missing image section": {"image": None},
     "bad scrape interval": {"serviceMonitor": {"interval": "30"}},
+    "unknown bootstrap mode": {"peerd": {"bootstrap": "lease"}},
+    "tag policy without a duration": {"peerd": {"resolveTags": "ttl:"}},
+    "relative containerd content root": {"containerd": {"contentRoot": "var/lib/containerd"}},
+    "extra arg the chart sets (containerd socket)": {"peerd": {"extraArgs": ["--containerd-socket=/x.sock"]}},
 }
 
 
@@ -574,6 +612,12 @@ MUTATIONS = {
     "selector not matching pod labels": lambda o: find(o, "DaemonSet")["spec"]["selector"]["matchLabels"].update(
         {"app.kubernetes.io/instance": "other"}),
     "object in the default namespace": lambda o: find(o, "Service")["metadata"].update(namespace="default"),
+    "containerd content root writable": lambda o: next(
+        m for m in container_of(o)["volumeMounts"] if m["name"] == "containerd-content").update(readOnly=False),
+    "containerd namespace flag dropped": lambda o: container_of(o).update(
+        args=[a for a in container_of(o)["args"] if not a.startswith("--containerd-namespace=")]),
+    "plaintext peers without the explicit flag": lambda o: container_of(o).update(
+        args=[a for a in container_of(o)["args"] if a != "--peer-plaintext"]),
 }
 
 

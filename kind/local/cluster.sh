@@ -321,7 +321,9 @@ kl_start_peerd() {
     --hosts="http://$KL_REGISTRY" --allowed-upstreams="$KL_REGISTRY_ADDR" \
     --cache-dir="$dir/cache" --cache-size=2GiB --cache-fsync=false --bootstrap="$bootstrap" \
     --node-ip="$addr" --node-name="node$node" --log-level=info \
-    --add-mirror-configuration --containerd-hosts-config-path="$dir/certs.d" "${extra[@]}"
+    --add-mirror-configuration --containerd-hosts-config-path="$dir/certs.d" --peer-plaintext \
+    --containerd-socket="$dir/containerd.sock" --containerd-namespace=default \
+    --containerd-content-root="$dir/root/io.containerd.content.v1.content" "${extra[@]}"
 }
 
 cmd_deploy() {

@@ -88,6 +88,9 @@ def is_about(event, pod):
     return True
 
 
+RECONNECTED = "P2PConnected"
+
+
 def report(pods, events, reason, fail_reasons):
     """Per pod: the newest event with `reason` and the newest failure event; and the lines to print."""
     lines, connected, failed = [], 0, 0
@@ -95,6 +98,11 @@ def report(pods, events, reason, fail_reasons):
         about = [event for event in events if is_about(event, pod)]
         hits = sorted((event for event in about if event.get("reason") == reason), key=event_time)
         failures = sorted((event for event in about if event.get("reason") in fail_reasons), key=event_time)
+        # peerd posts P2PDisconnected when it loses every peer and P2PConnected when it joins again: only a
+        # failure newer than the pod's last (re)connection stops the wait.
+        reconnections = sorted((event for event in about if event.get("reason") == RECONNECTED), key=event_time)
+        if failures and reconnections and event_time(reconnections[-1]) > event_time(failures[-1]):
+            failures = []
         if failures:
             failed += 1
             last = failures[-1]

@@ -24,6 +24,7 @@ cases=(
   "one pod never connected, two needed|events-one-never-connected.json|pods.json|--min-pods 2|0|ok: 2 of 3 pods"
   "reason under a misspelled key|events-misspelled-reason.json|pods.json||1|pod peerd-tkj5k: no P2PConnected event yet; waiting: 2 of 3"
   "a pod failed after connecting|events-failed.json|pods.json||2|pod peerd-q2c45: P2PFailed at 2024-03-07T21:49:05Z; failed: 1 of 3"
+  "a pod lost its peers and joined again|events-reconnected.json|pods.json||0|ok: 3 of 3 pods; !failed"
   "failures ignored on request|events-failed.json|pods.json|--fail-reasons=|0|ok: 3 of 3"
   "event of an earlier pod with the same name|events-stale-uid.json|pods.json||1|pod peerd-tkj5k: no P2PConnected event yet"
   "raw API EventList|events-raw-eventlist.json|pods.json||0|ok: 3 of 3 pods"
@@ -73,6 +74,7 @@ mutants=(
   'ignores the pod uid|if uid and subject.get("uid") and subject["uid"] != uid:=>if False:'
   'counts terminating pods|if metadata.get("deletionTimestamp"):=>if False:'
   'ignores failure events|if failed:=>if False:'
+  'keeps failures after a reconnection|failures = []=>pass'
 )
 caught=0
 for entry in "${mutants[@]}"; do

@@ -47,7 +47,7 @@ std::vector<std::unique_ptr<PeerSource>> make_peer_sources(const std::vector<Boo
   for (const auto& entry : entries) {
     if (entry.kind == BootstrapEntry::Kind::kStatic) {
       static_peers.push_back(entry.endpoint);
-    } else {
+    } else if (entry.kind == BootstrapEntry::Kind::kDns) {
       sources.push_back(std::make_unique<DnsPeerSource>(entry.dns_name, entry.port));
     }
   }

@@ -60,7 +60,8 @@ class DnsPeerSource final : public PeerSource {
   Resolver resolver_;
 };
 
-// One source for all static entries (if any) plus one DNS source per name.
+// One source for all static entries (if any) plus one DNS source per name. Kubernetes entries (k8s-lease,
+// dns, auto) are left to k8s::make_kubernetes_sources, which needs the API.
 std::vector<std::unique_ptr<PeerSource>> make_peer_sources(const std::vector<BootstrapEntry>& entries);
 
 class BootstrapRefresher {

@@ -153,6 +153,22 @@ void CoreDriver::find_providers(const NodeId& key, ProvidersCallback done) {
   });
 }
 
+void CoreDriver::provide(const NodeId& key) {
+  net::post(strand_, [this, key] {
+    if (stopped_) return;
+    dht_.provide(now(), key, Duration::milliseconds(static_cast<int64_t>(options_.provider_ttl.count())));
+    flush();
+  });
+}
+
+void CoreDriver::withdraw(const NodeId& key) {
+  net::post(strand_, [this, key] {
+    if (stopped_) return;
+    dht_.withdraw(key);
+    flush();
+  });
+}
+
 void CoreDriver::receive() {
   socket_.async_receive_from(
       net::buffer(receive_buffer_), sender_, [this](const boost::system::error_code& error, size_t bytes) {

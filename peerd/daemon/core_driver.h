@@ -86,6 +86,11 @@ class CoreDriver {
   // A DHT lookup for the service itself (any thread); `done` runs on the strand with providers other than
   // this node. Lookups for the same key share one DHT lookup.
   void find_providers(const NodeId& key, ProvidersCallback done);
+  // Announces keys this node serves from outside the engine's store (containerd's content store; any
+  // thread): provide stores the record on the DHT and re-provides it until withdraw, which only stops the
+  // re-providing (the DHT has no remote delete: other nodes' records lapse with provider_ttl).
+  void provide(const NodeId& key);
+  void withdraw(const NodeId& key);
 
   bool bootstrapped() const { return bootstrapped_.load(); }
   const transfer::Peer& self() const { return self_; }

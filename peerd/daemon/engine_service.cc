@@ -321,6 +321,11 @@ EngineContentService::EngineContentService(EngineServiceOptions options, CoreDri
       allowed_(allowed),
       logger_(std::move(logger)),
       metrics_(metrics),
+      local_bytes_served_(
+          metrics == nullptr ? nullptr
+                             : &metrics->registry.counter("peerd_containerd_bytes_served_total",
+                                                          "Bytes answered to peers from containerd's content "
+                                                          "store (response lengths).")),
       workers_(options.worker_threads) {}
 
 EngineContentService::~EngineContentService() {
@@ -362,9 +367,11 @@ std::function<bool(std::string_view)> EngineContentService::upstream_redirect_po
 
 void EngineContentService::serve_mirror(MirrorRequest request, Respond respond) {
   const bool manifest = request.route.kind == content::MirrorRouteKind::kManifest;
+  // Peers first get what containerd's content store holds (images on this node), then the cache.
+  if (request.from_peer && local_ != nullptr && serve_local(request, respond)) return;
   if (!request.route.digest) {
-    // A tag: mutable, so it is resolved at the upstream and never taken from peers (a peer's answer could be
-    // stale; peers resolving tags from containerd's store is the containerd issue's policy).
+    // A tag: mutable, so it is resolved at the upstream; peers answer only from their local images and only
+    // under their --resolve-tags policy (serve_local above); never from the cache.
     if (request.from_peer) {
       return respond(not_found(true, "tags are not resolved for peers", {{"reference", request.route.tag}}));
     }
@@ -428,7 +435,9 @@ void EngineContentService::resolve_head(std::shared_ptr<Wanted> wanted, size_t p
   const transfer::Peer peer = providers[providers_tried];
   UpstreamRequest request;
   request.method = UpstreamMethod::kHead;
-  request.url = "http://" + peer.endpoint.to_string() + wanted->locator.peer_target;
+  request.url =
+      std::string(upstream_.peer_scheme()) + "://" + peer.endpoint.to_string() + wanted->locator.peer_target;
+  request.to_peer = true;
   request.headers = {{std::string(kPeerRequestHeader), driver_.self().id.to_hex()}};
   request.retries_max = 0;
   request.connect_timeout = options_.peer_connect_timeout;
@@ -567,6 +576,45 @@ void EngineContentService::serve_chunk(std::shared_ptr<Wanted> wanted) {
   });
 }
 
+bool EngineContentService::serve_local(MirrorRequest& request, Respond& respond) {
+  std::optional<content::Digest> digest = request.route.digest;
+  std::optional<LocalBlob> blob;
+  if (!digest) {
+    const auto tag =
+        local_->resolve_tag(request.repository.domain, request.repository.path, request.route.tag);
+    if (!tag) return false;
+    auto parsed = content::Digest::parse(tag->digest);
+    if (!parsed) return false;
+    digest = *parsed;
+    blob = LocalBlob{tag->size, tag->media_type};
+  }
+  if (auto found = local_->find_blob(*digest)) {
+    if (!blob || blob->media_type.empty()) blob = *found;
+    blob->size = found->size;
+  } else {
+    return false;
+  }
+  const ContentHead head{blob->size, blob->media_type, digest->to_string()};
+  std::optional<ByteRange> range;
+  if (request.range) {
+    auto resolved = content::resolve_range(*request.range, head.content_bytes);
+    if (!resolved) {
+      respond(range_not_satisfiable(head.content_bytes));
+      return true;
+    }
+    range = *resolved;
+  }
+  if (request.head) {
+    respond(content_response(head, range, nullptr, ByteSource::kCache));
+    return true;
+  }
+  auto body = local_->open_blob(*digest, range.value_or(ByteRange{0, head.content_bytes}));
+  if (!body) return false;  // not readable now: the cache may still have it
+  if (local_bytes_served_ != nullptr) local_bytes_served_->inc(range ? range->length : head.content_bytes);
+  respond(content_response(head, range, std::move(body), ByteSource::kCache));
+  return true;
+}
+
 // Manifests by tag: one upstream request, answered as the upstream answered (the digest header is what
 // containerd pulls next, by digest, through the engine).
 void EngineContentService::pass_manifest_through(MirrorRequest request, Respond respond) {
@@ -606,6 +654,12 @@ void EngineContentService::pass_manifest_through(MirrorRequest request, Respond 
                                                      {"reference", reference},
                                                      {"upstream_status", result.head.status},
                                                      {"error", std::string(describe(result.error))}});
+          // An unreachable or failing registry (not one that says no): the nodes holding the tag may answer.
+          const bool upstream_down =
+              result.error != UpstreamError::kNone || result.head.status >= 500 || result.head.status == 429;
+          if (options_.resolve_tags_from_peers && upstream_down && !collected->too_large) {
+            return resolve_tag_from_peers(TagQuery{route_name, domain, path, reference, head_only}, respond);
+          }
           return respond(
               not_found(true, "the upstream did not resolve the tag",
                         {{"name", name}, {"reference", reference}, {"upstream_status", result.head.status}}));
@@ -639,6 +693,86 @@ void EngineContentService::pass_manifest_through(MirrorRequest request, Respond 
         }
         respond(std::move(response));
       });
+}
+
+void EngineContentService::resolve_tag_from_peers(TagQuery query, Respond respond) {
+  auto shared = std::make_shared<const TagQuery>(std::move(query));
+  const NodeId key = content::tag_dht_id(shared->domain + "/" + shared->path + ":" + shared->tag);
+  driver_.find_providers(key,
+                         [this, shared, respond = std::move(respond)](std::vector<transfer::Peer> providers) {
+                           ask_tag_provider(shared, respond, 0, std::move(providers));
+                         });
+}
+
+// GET (or HEAD) of the tag at one provider; the answer is taken only when its bytes match its
+// Docker-Content-Digest (a GET) and it names a digest at all.
+void EngineContentService::ask_tag_provider(std::shared_ptr<const TagQuery> query, Respond respond,
+                                            size_t tried, std::vector<transfer::Peer> providers) {
+  if (tried >= std::min(providers.size(), options_.peer_heads_max) || stopping_) {
+    logger_.info("tag not resolved by peers", {{"name", query->domain + "/" + query->path},
+                                               {"reference", query->tag},
+                                               {"providers", providers.size()}});
+    return respond(not_found(true, "neither the upstream nor peers resolved the tag",
+                             {{"reference", query->tag}, {"providers", providers.size()}}));
+  }
+  const transfer::Peer peer = providers[tried];
+  struct Collected {
+    std::string body;
+    bool too_large = false;
+  };
+  auto collected = std::make_shared<Collected>();
+  UpstreamRequest request;
+  request.method = query->head ? UpstreamMethod::kHead : UpstreamMethod::kGet;
+  request.url = std::string(upstream_.peer_scheme()) + "://" + peer.endpoint.to_string() + "/v2/" +
+                query->route_name + "/manifests/" + query->tag + "?ns=" + query->domain;
+  request.to_peer = true;
+  request.headers = {{std::string(kPeerRequestHeader), driver_.self().id.to_hex()},
+                     {"Accept", std::string(kManifestAccept)}};
+  request.retries_max = 0;
+  request.connect_timeout = options_.peer_connect_timeout;
+  request.total_timeout = options_.peer_head_timeout;
+  request.allow_redirect = [](std::string_view) { return false; };
+  const size_t limit = options_.manifest_bytes_max;
+  request.on_body = [collected, limit](std::string_view bytes) {
+    if (collected->body.size() + bytes.size() > limit) {
+      collected->too_large = true;
+      return false;
+    }
+    collected->body.append(bytes);
+    return true;
+  };
+  upstream_.start(std::move(request), [this, query, respond, tried, collected,
+                                       providers = std::move(providers)](UpstreamResult result) mutable {
+    ContentHead head;
+    head.media_type = result.head.header("content-type");
+    head.digest = result.head.header("docker-content-digest");
+    const auto digest = content::Digest::parse(head.digest);
+    bool good = result.ok() && result.head.status == 200 && digest && !collected->too_large;
+    if (good && !query->head) {
+      good = content::Digest::of_bytes(collected->body) == *digest;
+      head.content_bytes = collected->body.size();
+    } else if (good) {
+      head.content_bytes = result.head.content_length.value_or(0);
+      good = head.content_bytes > 0;
+    }
+    if (!good) {
+      return driver_.run([this, query, respond, tried, providers = std::move(providers)](transfer::Engine&,
+                                                                                         Instant) mutable {
+        ask_tag_provider(query, respond, tried + 1, std::move(providers));
+      });
+    }
+    logger_.info("tag resolved by a peer", {{"name", query->domain + "/" + query->path},
+                                            {"reference", query->tag},
+                                            {"digest", head.digest},
+                                            {"peer", providers[tried].endpoint.to_string()}});
+    if (head.media_type.empty()) head.media_type = "application/vnd.oci.image.manifest.v1+json";
+    Response response = content_response(head, std::nullopt, nullptr, ByteSource::kPeer);
+    if (!query->head) {
+      response.message.body() = std::move(collected->body);
+      response.body_bytes.reset();
+    }
+    respond(std::move(response));
+  });
 }
 
 void EngineContentService::remember_head(const ContentId& content, const ContentHead& head) {
@@ -793,7 +927,9 @@ void EngineContentService::start_fetch(const transfer::StartFetch& start) {
   request.range = content::OpenByteRange{start.chunk.offset() + start.begin_in_chunk,
                                          start.end_in_chunk - start.begin_in_chunk};
   if (fetch->from_peer) {
-    request.url = "http://" + start.source.peer.endpoint.to_string() + locator->second.peer_target;
+    request.url = std::string(upstream_.peer_scheme()) + "://" + start.source.peer.endpoint.to_string() +
+                  locator->second.peer_target;
+    request.to_peer = true;
     request.headers = {{std::string(kPeerRequestHeader), driver_.self().id.to_hex()},
                        {std::string(kPeerContentLengthHeader), std::to_string(start.content_bytes)}};
     if (start.fetch_through) request.headers.emplace_back(std::string(kPeerFetchThroughHeader), "1");

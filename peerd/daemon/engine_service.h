@@ -27,6 +27,7 @@
 #include <boost/asio/thread_pool.hpp>
 
 #include "peerd/daemon/allowed_upstreams.h"
+#include "peerd/daemon/containerd/local_content.h"
 #include "peerd/daemon/content_service.h"
 #include "peerd/daemon/core_driver.h"
 #include "peerd/daemon/disk_chunk_store.h"
@@ -43,6 +44,9 @@ struct EngineServiceOptions {
   size_t heads_known_max = 65536;       // remembered item heads (size, media type)
   size_t manifest_bytes_max = 4 << 20;  // manifests passed through from the upstream
   uint32_t worker_threads = 2;          // chunk syncs and digest checks
+  // When the upstream cannot resolve a tag, ask the nodes that advertise it (their local image store,
+  // under their --resolve-tags policy).
+  bool resolve_tags_from_peers = false;
 };
 
 class EngineContentService final : public ContentService, public CoreDriver::Listener {
@@ -62,6 +66,9 @@ class EngineContentService final : public ContentService, public CoreDriver::Lis
 
   // Stops issuing work and waits for the workers (call before destroying the driver and the store).
   void shutdown();
+  // Peers' requests for content in `local` (containerd's content store) are answered from it before the
+  // cache, and their tag lookups from its images. Set before serving; `local` must outlive the service.
+  void set_local_content(LocalContent* local) { local_ = local; }
 
   struct Wanted;
   class ReadBody;
@@ -86,6 +93,19 @@ class EngineContentService final : public ContentService, public CoreDriver::Lis
                   bool whole);
   void serve_chunk(std::shared_ptr<Wanted> wanted);
   void pass_manifest_through(MirrorRequest request, Respond respond);
+  // A peer's request answered from LocalContent; false when it has nothing for it (the caller goes on).
+  bool serve_local(MirrorRequest& request, Respond& respond);
+  struct TagQuery {
+    std::string route_name;  // as in the request path
+    std::string domain;      // ?ns=
+    std::string path;        // repository path at the registry
+    std::string tag;
+    bool head = false;
+  };
+  // The tag from the nodes advertising it (the upstream could not resolve it), trying up to peer_heads_max.
+  void resolve_tag_from_peers(TagQuery query, Respond respond);
+  void ask_tag_provider(std::shared_ptr<const TagQuery> query, Respond respond, size_t tried,
+                        std::vector<transfer::Peer> providers);
   void remember_head(const content::ContentId& content, const ContentHead& head);
   std::optional<ContentHead> known_head(const content::ContentId& content) const;
 
@@ -102,6 +122,8 @@ class EngineContentService final : public ContentService, public CoreDriver::Lis
   AllowedUpstreams& allowed_;
   const Logger logger_;
   DaemonMetrics* const metrics_;
+  LocalContent* local_ = nullptr;
+  Counter* const local_bytes_served_;
   boost::asio::thread_pool workers_;
   std::atomic<bool> stopping_{false};
 

@@ -1,6 +1,9 @@
 #include "peerd/daemon/http_server.h"
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <sys/sendfile.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
@@ -11,11 +14,13 @@
 
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 
 #include "peerd/daemon/connection_tracker.h"
 
@@ -37,6 +42,13 @@ constexpr size_t kSendfileTurnBytesMax = 16u << 20;
 // turn into a reset that destroys the response in flight) for at most this long and this many bytes.
 constexpr std::chrono::milliseconds kDrainTimeout{1000};
 constexpr size_t kDrainBytesMax = 64u << 10;
+// TLS sessions cannot use sendfile(2): file regions are read into a buffer of this size (allocated only while
+// a region is being sent) and written through the TLS stream.
+constexpr size_t kTlsFileBufferBytes = 256u << 10;
+// Refused peer handshakes are logged at most once per this interval (a scanner must not flood the log).
+constexpr std::chrono::seconds kRefusalLogInterval{10};
+
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 
 std::string hex_size(uint64_t value) {
   char text[24];
@@ -46,7 +58,15 @@ std::string hex_size(uint64_t value) {
 
 }  // namespace
 
-class Session;
+// What the server and the connection tracker need from a session, whatever its stream.
+class SessionBase {
+ public:
+  virtual ~SessionBase() = default;
+  // Any thread: closes the connection if, on its strand, it is still waiting for a request.
+  virtual void close_if_idle_async() = 0;
+  // Any thread: closes the connection whatever it is doing (server stop).
+  virtual void close_async() = 0;
+};
 
 struct HttpServer::State {
   State(net::io_context& io_, HttpServerOptions options_, RequestHandler& handler_, Logger logger_,
@@ -59,21 +79,39 @@ struct HttpServer::State {
   DaemonMetrics* const metrics;
   ConnectionTracker tracker;
 
+  // TLS listeners: refused handshakes by reason (null without metrics or TLS), and the log rate limit.
+  Counter* handshakes_refused_no_cert = nullptr;
+  Counter* handshakes_refused_bad_cert = nullptr;
+  Counter* handshakes_refused_other = nullptr;
+  Counter* peer_requests_refused = nullptr;
+  std::atomic<int64_t> refusal_logged_at_s{0};
+  std::atomic<uint64_t> refusals_unlogged{0};
+
+  void count_refused_handshake(const beast::error_code& ec, const std::string& remote);
+
   std::mutex mutex;
-  std::unordered_map<const void*, std::weak_ptr<Session>> sessions;
+  std::unordered_map<const void*, std::weak_ptr<SessionBase>> sessions;
   std::vector<std::shared_ptr<tcp::acceptor>> acceptors;
   bool stopped = false;
 };
 
-class Session : public std::enable_shared_from_this<Session> {
+// One connection. `Stream` is beast::tcp_stream (plaintext, bodies from files by sendfile(2)) or TlsStream
+// (handshake first, file bodies through a bounded buffer).
+template <typename Stream>
+class Session final : public SessionBase, public std::enable_shared_from_this<Session<Stream>> {
+  static constexpr bool kTls = std::is_same_v<Stream, TlsStream>;
+
  public:
-  Session(tcp::socket&& socket, std::shared_ptr<HttpServer::State> state)
+  // `tls_context` (TLS only) keeps the context the stream was made from alive as long as the session.
+  Session(Stream&& stream, std::shared_ptr<HttpServer::State> state,
+          std::shared_ptr<boost::asio::ssl::context> tls_context = nullptr)
       : state_(std::move(state)),
-        stream_(std::move(socket)),
+        tls_context_(std::move(tls_context)),
+        stream_(std::move(stream)),
         stall_timer_(stream_.get_executor()),
         buffer_(state_->options.header_bytes_max + state_->options.request_body_bytes_max + kFirstReadBytes) {
     beast::error_code ec;
-    const auto remote = stream_.socket().remote_endpoint(ec);
+    const auto remote = lowest().socket().remote_endpoint(ec);
     if (!ec) remote_ = from_asio(remote).to_string();
     if (state_->metrics != nullptr) state_->metrics->http_connections.add(1);
   }
@@ -88,21 +126,24 @@ class Session : public std::enable_shared_from_this<Session> {
   void start() {
     {
       std::lock_guard lock(state_->mutex);
-      state_->sessions.emplace(this, weak_from_this());
+      state_->sessions.emplace(static_cast<SessionBase*>(this), as_base());
     }
-    net::dispatch(stream_.get_executor(),
-                  beast::bind_front_handler(&Session::wait_for_request, shared_from_this()));
+    if constexpr (kTls) {
+      net::dispatch(stream_.get_executor(),
+                    beast::bind_front_handler(&Session::handshake, shared_from_this()));
+    } else {
+      net::dispatch(stream_.get_executor(),
+                    beast::bind_front_handler(&Session::wait_for_request, shared_from_this()));
+    }
   }
 
-  // Any thread: closes the connection if, on its strand, it is still waiting for a request.
-  void close_if_idle_async() {
+  void close_if_idle_async() override {
     net::post(stream_.get_executor(), [self = shared_from_this()] {
       if (self->idle_) self->close();
     });
   }
 
-  // Any thread: closes the connection whatever it is doing (server stop).
-  void close_async() {
+  void close_async() override {
     net::post(stream_.get_executor(), [self = shared_from_this()] { self->close(); });
   }
 
@@ -114,7 +155,28 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
  private:
+  using std::enable_shared_from_this<Session<Stream>>::shared_from_this;
+
   const HttpServerOptions& options() const { return state_->options; }
+  beast::tcp_stream& lowest() { return beast::get_lowest_layer(stream_); }
+  std::shared_ptr<SessionBase> as_base() { return shared_from_this(); }
+
+  // ---- TLS ----
+
+  void handshake() {
+    lowest().expires_after(options().request_header_timeout);
+    stream_.async_handshake(boost::asio::ssl::stream_base::server,
+                            beast::bind_front_handler(&Session::on_handshake, shared_from_this()));
+  }
+
+  void on_handshake(beast::error_code ec) {
+    if (closed_) return;
+    if (ec) {
+      state_->count_refused_handshake(ec, remote_);
+      return close();
+    }
+    wait_for_request();
+  }
 
   // ---- reading ----
 
@@ -122,8 +184,8 @@ class Session : public std::enable_shared_from_this<Session> {
     if (closed_) return;
     if (buffer_.size() > 0) return read_request();  // a pipelined request is already buffered
     idle_ = true;
-    idle_ticket_ = state_->tracker.mark_idle(weak_from_this());
-    stream_.expires_after(options().idle_timeout);
+    idle_ticket_ = state_->tracker.mark_idle(std::weak_ptr<void>(as_base()));
+    lowest().expires_after(options().idle_timeout);
     stream_.async_read_some(buffer_.prepare(kFirstReadBytes),
                             beast::bind_front_handler(&Session::on_first_bytes, shared_from_this()));
   }
@@ -146,7 +208,7 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_.emplace();
     parser_->header_limit(options().header_bytes_max);
     parser_->body_limit(options().request_body_bytes_max);
-    stream_.expires_after(options().request_header_timeout);
+    lowest().expires_after(options().request_header_timeout);
     http::async_read(stream_, buffer_, *parser_,
                      beast::bind_front_handler(&Session::on_read, shared_from_this()));
   }
@@ -183,7 +245,15 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_.reset();
     keep_alive_ = request.message.keep_alive() && requests_ < options().requests_per_connection_max;
     head_ = request.is_head();
-    stream_.expires_never();
+    lowest().expires_never();
+    if (!options().peer_requests_allowed && request.from_peer()) {
+      // Peers must come through the mutual-TLS listener; this one serves the node's own containerd.
+      if (state_->peer_requests_refused != nullptr) state_->peer_requests_refused->inc();
+      Response refused =
+          oci_error(http::status::forbidden, "DENIED", "peer requests must use the mutual-TLS peer port");
+      refused.route = "other";
+      return send(std::move(refused));
+    }
     try {
       state_->handler.handle(request, make_responder());
     } catch (const std::exception& error) {
@@ -246,14 +316,14 @@ class Session : public std::enable_shared_from_this<Session> {
 
     if (!body_ && !head_) {
       small_.emplace(std::move(message));
-      stream_.expires_after(options().write_stall_timeout);
+      lowest().expires_after(options().write_stall_timeout);
       http::async_write(stream_, *small_,
                         beast::bind_front_handler(&Session::on_small_written, shared_from_this()));
       return;
     }
     head_message_.emplace(std::move(message.base()));
     head_serializer_.emplace(*head_message_);
-    stream_.expires_after(options().write_stall_timeout);
+    lowest().expires_after(options().write_stall_timeout);
     http::async_write_header(stream_, *head_serializer_,
                              beast::bind_front_handler(&Session::on_header_written, shared_from_this()));
   }
@@ -324,7 +394,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // Writes `data` (kept alive in write_buffer_), then runs `then` on success.
   void write_owned(std::string data, std::function<void()> then) {
     write_buffer_ = std::move(data);
-    stream_.expires_after(options().write_stall_timeout);
+    lowest().expires_after(options().write_stall_timeout);
     net::async_write(stream_, net::buffer(write_buffer_),
                      [self = shared_from_this(), then = std::move(then)](beast::error_code ec, size_t) {
                        if (ec || self->closed_) return self->close();
@@ -333,8 +403,51 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void send_file_region() {
+    if constexpr (kTls) {
+      send_file_region_through_tls();
+    } else {
+      send_file_region_by_sendfile();
+    }
+  }
+
+  // The next piece of the region: pread(2) into the session's buffer, then one write through TLS.
+  void send_file_region_through_tls() {
     if (closed_) return;
-    auto& socket = stream_.socket();
+    if (region_sent_ == region_.length) {
+      file_buffer_.reset();
+      return end_file_region();
+    }
+    if (!file_buffer_) file_buffer_ = std::make_unique<char[]>(kTlsFileBufferBytes);
+    const size_t want =
+        static_cast<size_t>(std::min<uint64_t>(region_.length - region_sent_, kTlsFileBufferBytes));
+    ssize_t got = -1;
+    do {
+      got = ::pread(region_.fd, file_buffer_.get(), want, static_cast<off_t>(region_.offset + region_sent_));
+    } while (got < 0 && errno == EINTR);
+    if (got <= 0) {
+      // 0: the file is shorter than the region; < 0: a disk error.
+      state_->logger.debug("file region read stopped", {{"remote", remote_}, {"errno", got < 0 ? errno : 0}});
+      return close();
+    }
+    lowest().expires_after(options().write_stall_timeout);
+    net::async_write(stream_, net::buffer(file_buffer_.get(), static_cast<size_t>(got)),
+                     [self = shared_from_this()](beast::error_code ec, size_t written) {
+                       if (ec || self->closed_) return self->close();
+                       self->region_sent_ += written;
+                       self->count_sent(written);
+                       self->send_file_region_through_tls();
+                     });
+  }
+
+  void end_file_region() {
+    region_ = FileRegion{};  // unpins the chunk
+    if (chunked_) return write_owned("\r\n", [this] { pull_body(); });
+    pull_body();
+  }
+
+  void send_file_region_by_sendfile() {
+    if (closed_) return;
+    auto& socket = lowest().socket();
     beast::error_code ec;
     if (!socket.native_non_blocking()) socket.native_non_blocking(true, ec);
     if (ec) return close();
@@ -349,7 +462,8 @@ class Session : public std::enable_shared_from_this<Session> {
         count_sent(static_cast<uint64_t>(sent));
         sent_this_turn += static_cast<size_t>(sent);
         if (sent_this_turn >= kSendfileTurnBytesMax && region_sent_ < region_.length) {
-          net::post(stream_.get_executor(), [self = shared_from_this()] { self->send_file_region(); });
+          net::post(stream_.get_executor(),
+                    [self = shared_from_this()] { self->send_file_region_by_sendfile(); });
           return;
         }
         continue;
@@ -360,7 +474,7 @@ class Session : public std::enable_shared_from_this<Session> {
         socket.async_wait(tcp::socket::wait_write, [self = shared_from_this()](beast::error_code wait_ec) {
           self->stall_timer_.cancel();
           if (wait_ec || self->closed_) return self->close();
-          self->send_file_region();
+          self->send_file_region_by_sendfile();
         });
         return;
       }
@@ -370,9 +484,7 @@ class Session : public std::enable_shared_from_this<Session> {
       state_->logger.debug("sendfile stopped", {{"remote", remote_}, {"errno", error_number}});
       return close();
     }
-    region_ = FileRegion{};  // unpins the chunk
-    if (chunked_) return write_owned("\r\n", [this] { pull_body(); });
-    pull_body();
+    end_file_region();
   }
 
   void arm_stall_timer() {
@@ -396,8 +508,15 @@ class Session : public std::enable_shared_from_this<Session> {
   // Half-closes, then reads and discards what the client still sends, so the kernel does not answer the
   // unread bytes with a reset that could destroy the response the client has not read yet.
   void close_gracefully() {
+    if constexpr (kTls) {
+      // close_notify, and the client's answer (bounded by the timeout); TLS has no half-close to drain
+      // behind.
+      lowest().expires_after(kDrainTimeout);
+      stream_.async_shutdown([self = shared_from_this()](beast::error_code) { self->close(); });
+      return;
+    }
     beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    lowest().socket().shutdown(tcp::socket::shutdown_send, ec);
     if (ec) return close();
     drained_bytes_ = 0;
     drain();
@@ -405,7 +524,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void drain() {
     buffer_.clear();
-    stream_.expires_after(kDrainTimeout);
+    lowest().expires_after(kDrainTimeout);
     stream_.async_read_some(buffer_.prepare(kFirstReadBytes),
                             [self = shared_from_this()](beast::error_code ec, size_t bytes) {
                               self->drained_bytes_ += bytes;
@@ -423,13 +542,15 @@ class Session : public std::enable_shared_from_this<Session> {
     if (body_) body_->cancel();
     body_.reset();
     region_ = FileRegion{};
+    file_buffer_.reset();
     beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
-    stream_.close();
+    lowest().socket().shutdown(tcp::socket::shutdown_both, ec);
+    lowest().close();
   }
 
   std::shared_ptr<HttpServer::State> state_;
-  beast::tcp_stream stream_;
+  std::shared_ptr<boost::asio::ssl::context> tls_context_;
+  Stream stream_;
   net::steady_timer stall_timer_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
@@ -453,6 +574,7 @@ class Session : public std::enable_shared_from_this<Session> {
   ByteSource source_ = ByteSource::kCache;
   FileRegion region_;
   uint64_t region_sent_ = 0;
+  std::unique_ptr<char[]> file_buffer_;  // TLS only, while a region is being sent
   std::string write_buffer_;
 };
 
@@ -464,8 +586,53 @@ HttpServer::State::State(net::io_context& io_, HttpServerOptions options_, Reque
       logger(std::move(logger_)),
       metrics(metrics_),
       tracker(options_.connections_max, [](const std::shared_ptr<void>& connection) {
-        std::static_pointer_cast<Session>(connection)->close_if_idle_async();
-      }) {}
+        std::static_pointer_cast<SessionBase>(connection)->close_if_idle_async();
+      }) {
+  if (metrics == nullptr) return;
+  if (!options.peer_requests_allowed) {
+    peer_requests_refused = &metrics->registry.counter(
+        "peerd_peer_plaintext_requests_refused_total",
+        "Peer requests refused on a plaintext listener (peers must use the mutual-TLS peer port).");
+  }
+  if (options.tls_context) {
+    constexpr std::string_view kHelp = "TLS handshakes refused on the peer listener, by reason.";
+    handshakes_refused_no_cert =
+        &metrics->registry.counter("peerd_peer_tls_handshakes_refused_total", kHelp, {{"reason", "no_cert"}});
+    handshakes_refused_bad_cert = &metrics->registry.counter("peerd_peer_tls_handshakes_refused_total", kHelp,
+                                                             {{"reason", "bad_cert"}});
+    handshakes_refused_other =
+        &metrics->registry.counter("peerd_peer_tls_handshakes_refused_total", kHelp, {{"reason", "other"}});
+  }
+}
+
+void HttpServer::State::count_refused_handshake(const beast::error_code& ec, const std::string& remote) {
+  std::string_view reason = "other";
+  Counter* counter = handshakes_refused_other;
+  if (ec.category() == net::error::get_ssl_category()) {
+    const int code = ERR_GET_REASON(static_cast<unsigned long>(ec.value()));
+    if (code == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) {
+      reason = "no_cert";
+      counter = handshakes_refused_no_cert;
+    } else if (code == SSL_R_CERTIFICATE_VERIFY_FAILED) {
+      reason = "bad_cert";
+      counter = handshakes_refused_bad_cert;
+    }
+  }
+  if (counter != nullptr) counter->inc();
+  const int64_t now_s =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now().time_since_epoch())
+          .count();
+  int64_t logged_at = refusal_logged_at_s.load();
+  if (now_s - logged_at < kRefusalLogInterval.count() ||
+      !refusal_logged_at_s.compare_exchange_strong(logged_at, now_s)) {
+    refusals_unlogged.fetch_add(1);
+    return;
+  }
+  logger.warn("peer TLS handshake refused", {{"remote", remote},
+                                             {"reason", std::string(reason)},
+                                             {"error", ec.message()},
+                                             {"refused_since_last_log", refusals_unlogged.exchange(0)}});
+}
 
 namespace {
 
@@ -500,9 +667,26 @@ class Listener : public std::enable_shared_from_this<Listener> {
       if (admission == ConnectionTracker::Admission::kAdmittedByEvicting && state_->metrics != nullptr) {
         state_->metrics->http_connections_evicted.inc();
       }
-      std::make_shared<Session>(std::move(socket), state_)->start();
+      start_session(std::move(socket));
     }
     accept();
+  }
+
+  void start_session(tcp::socket socket) {
+    if (!state_->options.tls_context) {
+      std::make_shared<Session<beast::tcp_stream>>(beast::tcp_stream(std::move(socket)), state_)->start();
+      return;
+    }
+    // The context current now: a rotated one applies to new connections, never to those in flight.
+    std::shared_ptr<boost::asio::ssl::context> context = state_->options.tls_context();
+    if (!context) {
+      state_->logger.error("no TLS context for a new connection");
+      beast::error_code ignored;
+      socket.close(ignored);
+      return;
+    }
+    TlsStream stream(beast::tcp_stream(std::move(socket)), *context);
+    std::make_shared<Session<TlsStream>>(std::move(stream), state_, std::move(context))->start();
   }
 
   std::shared_ptr<HttpServer::State> state_;
@@ -547,7 +731,7 @@ Result<tcp::endpoint, std::string> HttpServer::listen(const tcp::endpoint& addre
 
 void HttpServer::stop() {
   std::vector<std::shared_ptr<tcp::acceptor>> acceptors;
-  std::vector<std::shared_ptr<Session>> sessions;
+  std::vector<std::shared_ptr<SessionBase>> sessions;
   {
     std::lock_guard lock(state_->mutex);
     state_->stopped = true;

@@ -6,13 +6,19 @@
 //
 // Requests go to a RequestHandler; responses are small (string body) or streamed (BodySource pieces: bytes
 // via async_write, file regions via sendfile(2)).
+//
+// With `tls_context` set the listener speaks TLS only (the peer listener): each connection handshakes with
+// the context the function returns at accept time, so a rotated context applies to new connections without a
+// restart. File regions then go through the TLS stream from a bounded buffer (sendfile cannot encrypt).
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
 
 #include "peerd/core/common/endpoint.h"
 #include "peerd/core/common/result.h"
@@ -31,6 +37,11 @@ struct HttpServerOptions {
   uint32_t header_bytes_max = 8 * 1024;
   uint32_t request_body_bytes_max = 16 * 1024;
   uint32_t requests_per_connection_max = 100000;
+  // False: requests carrying the peer header are answered 403 (a plaintext listener while peers use mTLS).
+  bool peer_requests_allowed = true;
+  // Set: every connection is TLS, made from the context this returns (called once per accepted connection;
+  // it must not return null). Refused handshakes are counted in peerd_peer_tls_handshakes_refused_total.
+  std::function<std::shared_ptr<boost::asio::ssl::context>()> tls_context;
 };
 
 class HttpServer {

@@ -131,6 +131,35 @@ const std::vector<Flag>& flags() {
          o.metrics_address = *address;
          return std::nullopt;
        }},
+      {"--peer-addr", FlagArity::kValue, "ADDR",
+       "mutual-TLS listener for peers; every node must use the same port (default 0.0.0.0:5443)",
+       [](Options& o, std::string_view v) { return assign(parse_listen_address(v), o.peer_address); }},
+      {"--peer-tls-dir", FlagArity::kValue, "DIR",
+       "cluster CA (ca.crt + ca.key, e.g. a mounted Secret): this node mints its own short-lived "
+       "certificate; changes are picked up without a restart",
+       [](Options& o, std::string_view v) -> std::optional<Error> {
+         o.peer_tls_dir = std::string(v);
+         return std::nullopt;
+       }},
+      {"--peer-tls-cert", FlagArity::kValue, "FILE",
+       "this node's peer certificate (PEM; with --peer-tls-key and --peer-tls-ca, instead of --peer-tls-dir)",
+       [](Options& o, std::string_view v) -> std::optional<Error> {
+         o.peer_tls_cert_file = std::string(v);
+         return std::nullopt;
+       }},
+      {"--peer-tls-key", FlagArity::kValue, "FILE", "the key of --peer-tls-cert (PEM)",
+       [](Options& o, std::string_view v) -> std::optional<Error> {
+         o.peer_tls_key_file = std::string(v);
+         return std::nullopt;
+       }},
+      {"--peer-tls-ca", FlagArity::kValue, "FILE", "CA certificate(s) peers must chain to (PEM)",
+       [](Options& o, std::string_view v) -> std::optional<Error> {
+         o.peer_tls_ca_file = std::string(v);
+         return std::nullopt;
+       }},
+      {"--peer-plaintext", FlagArity::kOptionalBool, "",
+       "peers use plain HTTP on --http-addr, unauthenticated (only without --peer-tls-*)",
+       [](Options& o, std::string_view v) { return assign(parse_bool(v), o.peer_plaintext); }},
       {"--hosts", FlagArity::kList, "URL...",
        "registries to mirror, e.g. https://ghcr.io,docker.io (default "
        "https://mcr.microsoft.com,https://ghcr.io)",
@@ -148,6 +177,50 @@ const std::vector<Flag>& flags() {
        [](Options& o, std::string_view v) -> std::optional<Error> {
          if (v.empty()) return Error("empty path");
          o.containerd_hosts_config_path = std::string(v);
+         return std::nullopt;
+       }},
+      {"--containerd-store", FlagArity::kOptionalBool, "",
+       "offer images in containerd's content store to peers (default true)",
+       [](Options& o, std::string_view v) { return assign(parse_bool(v), o.containerd_store); }},
+      {"--containerd-socket", FlagArity::kValue, "PATH",
+       "containerd gRPC socket (default /run/containerd/containerd.sock; when given, /readyz waits for it)",
+       [](Options& o, std::string_view v) -> std::optional<Error> {
+         if (v.empty()) return Error("empty path");
+         o.containerd_socket = std::string(v);
+         o.containerd_socket_given = true;
+         return std::nullopt;
+       }},
+      {"--containerd-namespace", FlagArity::kValue, "NAME",
+       "containerd namespace of the images (default k8s.io)",
+       [](Options& o, std::string_view v) -> std::optional<Error> {
+         if (v.empty()) return Error("empty namespace");
+         o.containerd_namespace = std::string(v);
+         return std::nullopt;
+       }},
+      {"--containerd-content-root", FlagArity::kValue, "DIR",
+       "containerd's content directory (<root>/io.containerd.content.v1.content), read with sendfile "
+       "(default: none, blobs are streamed over gRPC)",
+       [](Options& o, std::string_view v) -> std::optional<Error> {
+         if (v.empty()) return Error("empty path");
+         o.containerd_content_root = std::string(v);
+         return std::nullopt;
+       }},
+      {"--containerd-refresh", FlagArity::kValue, "DURATION",
+       "rescan containerd's images and re-provide them every DURATION (default 5m)",
+       [](Options& o, std::string_view v) { return assign(parse_duration(v), o.containerd_refresh); }},
+      {"--resolve-tags", FlagArity::kValue, "POLICY",
+       "tags peers may resolve from this node's images: digest-only (none) or ttl:DURATION (images "
+       "created or updated within DURATION) (default digest-only)",
+       [](Options& o, std::string_view v) -> std::optional<Error> {
+         if (v == "digest-only") {
+           o.resolve_tags_ttl.reset();
+           return std::nullopt;
+         }
+         if (!v.starts_with("ttl:")) return "not digest-only or ttl:DURATION: '" + std::string(v) + "'";
+         auto ttl = parse_duration(v.substr(4));
+         if (!ttl) return ttl.error();
+         if (ttl->count() <= 0) return Error("the ttl must be positive");
+         o.resolve_tags_ttl = *ttl;
          return std::nullopt;
        }},
       {"--mirrors", FlagArity::kList, "URL...",
@@ -194,7 +267,9 @@ const std::vector<Flag>& flags() {
       {"--prefetch-workers", FlagArity::kValue, "N", "number of workers prefetching content (default 50)",
        [](Options& o, std::string_view v) { return assign_count(v, 0, 1024, o.prefetch_workers); }},
       {"--bootstrap", FlagArity::kList, "PEER...",
-       "bootstrap peers: ip:port (static) or name:port (every A/AAAA record, re-resolved)",
+       "bootstrap peers: ip:port (static), name:port (every A/AAAA record, re-resolved), k8s-lease (the "
+       "leader of Lease peerd-leader-election), dns (the headless --k8s-service), auto (dns if that Service "
+       "exists, else k8s-lease; default in a cluster)",
        [](Options& o, std::string_view v) -> std::optional<Error> {
          auto entry = parse_bootstrap_entry(v);
          if (!entry) return entry.error();
@@ -203,6 +278,27 @@ const std::vector<Flag>& flags() {
        }},
       {"--bootstrap-interval", FlagArity::kValue, "DURATION", "DNS re-resolution interval (default 30s)",
        [](Options& o, std::string_view v) { return assign(parse_duration(v), o.bootstrap_interval); }},
+      {"--kubeconfig", FlagArity::kValue, "FILE",
+       "kubeconfig for the Kubernetes API outside a pod (default: the service account when in a pod)",
+       [](Options& o, std::string_view v) -> std::optional<Error> {
+         if (v.empty()) return Error("empty path");
+         o.kubeconfig = std::string(v);
+         return std::nullopt;
+       }},
+      {"--k8s-service", FlagArity::kValue, "NAME",
+       "headless Service in peerd's namespace for --bootstrap dns/auto (default peerd)",
+       [](Options& o, std::string_view v) -> std::optional<Error> {
+         if (!is_dns_name(v) || v.find('.') != std::string_view::npos)
+           return "not a Service name: '" + std::string(v) + "'";
+         o.k8s_service = lower(v);
+         return std::nullopt;
+       }},
+      {"--k8s-events", FlagArity::kOptionalBool, "",
+       "post P2PInitializing/Connected/Active/Disconnected/Failed events on the pod or node (default true)",
+       [](Options& o, std::string_view v) { return assign(parse_bool(v), o.k8s_events); }},
+      {"--k8s-event-interval", FlagArity::kValue, "DURATION",
+       "at most one event per reason per interval; repeats add to its count (default 30s)",
+       [](Options& o, std::string_view v) { return assign(parse_duration(v), o.k8s_event_interval); }},
       {"--upstream-connect-timeout", FlagArity::kValue, "DURATION", "upstream connect timeout (default 10s)",
        [](Options& o, std::string_view v) { return assign(parse_duration(v), o.upstream_connect_timeout); }},
       {"--upstream-stall-timeout", FlagArity::kValue, "DURATION",
@@ -268,11 +364,34 @@ std::optional<Error> validate(Options& options) {
   if (options.bootstrap_interval < std::chrono::milliseconds(100)) {
     return Error("--bootstrap-interval must be at least 100ms");
   }
+  if (options.k8s_event_interval < std::chrono::seconds(1))
+    return Error("--k8s-event-interval must be at least 1s");
+  if (options.containerd_refresh < std::chrono::seconds(1))
+    return Error("--containerd-refresh must be at least 1s");
   if (options.upstream_connect_timeout.count() <= 0)
     return Error("--upstream-connect-timeout must be positive");
   if (options.upstream_stall_timeout.count() <= 0) return Error("--upstream-stall-timeout must be positive");
   if (options.idle_timeout.count() <= 0) return Error("--idle-timeout must be positive");
   if (options.request_header_timeout.count() <= 0) return Error("--request-header-timeout must be positive");
+  const bool peer_static_files = !options.peer_tls_cert_file.empty() || !options.peer_tls_key_file.empty() ||
+                                 !options.peer_tls_ca_file.empty();
+  if (peer_static_files && (options.peer_tls_cert_file.empty() || options.peer_tls_key_file.empty() ||
+                            options.peer_tls_ca_file.empty())) {
+    return Error("--peer-tls-cert, --peer-tls-key and --peer-tls-ca go together");
+  }
+  if (peer_static_files && !options.peer_tls_dir.empty())
+    return Error("--peer-tls-dir and --peer-tls-cert/-key/-ca exclude each other");
+  if (options.peer_tls() && options.peer_plaintext)
+    return Error("--peer-plaintext and --peer-tls-* exclude each other");
+  if (!options.peer_tls() && !options.peer_plaintext) {
+    return Error(
+        "peers need --peer-tls-dir (or --peer-tls-cert, --peer-tls-key and --peer-tls-ca) for mutual TLS, or "
+        "--peer-plaintext for unauthenticated plain HTTP");
+  }
+  if (options.peer_tls() && options.peer_address.port == 0)
+    return Error("--peer-addr needs a fixed port: peers reach each other on it");
+  if (options.peer_tls() && options.peer_address.port == options.http_address.port)
+    return Error("--peer-addr and --http-addr need different ports");
   if (options.add_mirror_configuration && options.mirrors.empty() && options.http_address.port == 0) {
     return Error("--add-mirror-configuration needs --mirrors or a fixed --http-addr port");
   }
@@ -395,6 +514,10 @@ Result<RegistryHost, std::string> parse_registry_host(std::string_view text) {
 }
 
 Result<BootstrapEntry, std::string> parse_bootstrap_entry(std::string_view text) {
+  const std::string mode = lower(text);
+  if (mode == "k8s-lease") return BootstrapEntry{BootstrapEntry::Kind::kK8sLease, Endpoint{}, "", 0};
+  if (mode == "dns") return BootstrapEntry{BootstrapEntry::Kind::kK8sService, Endpoint{}, "", 0};
+  if (mode == "auto") return BootstrapEntry{BootstrapEntry::Kind::kK8sAuto, Endpoint{}, "", 0};
   if (auto endpoint = Endpoint::parse(text))
     return BootstrapEntry{BootstrapEntry::Kind::kStatic, *endpoint, "", 0};
   const auto colon = text.rfind(':');

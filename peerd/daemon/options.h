@@ -38,9 +38,11 @@ struct RegistryHost {
 Result<RegistryHost, std::string> parse_registry_host(std::string_view text);
 
 // One `--bootstrap` entry: a literal "ip:port" / "[ipv6]:port" (static) or "name:port" (DNS, every A/AAAA
-// record, re-resolved every --bootstrap-interval).
+// record, re-resolved every --bootstrap-interval), or a Kubernetes mode: "k8s-lease" (the leader of the Lease
+// peerd-leader-election), "dns" (the headless Service --k8s-service in peerd's namespace) or "auto" ("dns"
+// when that Service exists, else "k8s-lease"; the default in a cluster when --bootstrap is not given).
 struct BootstrapEntry {
-  enum class Kind { kStatic, kDns };
+  enum class Kind { kStatic, kDns, kK8sLease, kK8sService, kK8sAuto };
   Kind kind = Kind::kStatic;
   Endpoint endpoint;     // kStatic
   std::string dns_name;  // kDns
@@ -58,10 +60,32 @@ struct Options {
   std::optional<Endpoint> metrics_address = Endpoint::ipv4(0, 0, 0, 0, 5004);
   std::optional<Endpoint> node_ip;  // port unused; see --node-ip
 
+  // Peers with mutual TLS: with a CA directory (--peer-tls-dir: the mounted Secret's ca.crt + ca.key) or
+  // static files (--peer-tls-cert/-key/-ca), peers talk TLS to peer_address (every node uses the same port)
+  // and peer requests on the HTTP port are refused. --peer-plaintext keeps peers on the HTTP port without
+  // TLS.
+  Endpoint peer_address = Endpoint::ipv4(0, 0, 0, 0, 5443);
+  std::string peer_tls_dir;
+  std::string peer_tls_cert_file;
+  std::string peer_tls_key_file;
+  std::string peer_tls_ca_file;
+  bool peer_plaintext = false;
+  bool peer_tls() const { return !peer_tls_dir.empty() || !peer_tls_cert_file.empty(); }
+
   // Mirroring.
   std::vector<RegistryHost> hosts;  // default: mcr.microsoft.com, ghcr.io
   bool add_mirror_configuration = false;
   std::string containerd_hosts_config_path = "/etc/containerd/certs.d";
+
+  // containerd's content store: images already on the node are offered to peers (see containerd/).
+  bool containerd_store = true;
+  std::string containerd_socket = "/run/containerd/containerd.sock";
+  bool containerd_socket_given = false;  // readiness waits for containerd only when the socket was named
+  std::string containerd_namespace = "k8s.io";
+  std::string containerd_content_root;  // "<root>/io.containerd.content.v1.content"; empty: gRPC reads only
+  std::chrono::milliseconds containerd_refresh{std::chrono::minutes(5)};
+  // Peers' tag lookups answered from local images created/updated within this; nullopt: digests only.
+  std::optional<std::chrono::milliseconds> resolve_tags_ttl;
   std::vector<std::string> mirrors;  // mirror URLs written to hosts.toml; empty: derived from http_address
   // Hosts `/blobs/` and fetch-through may reach ("host", "host:port" or "*.suffix"); empty: the --hosts
   // registries plus the storage hosts they redirect to.
@@ -78,6 +102,12 @@ struct Options {
   // Peers.
   std::vector<BootstrapEntry> bootstrap;
   std::chrono::milliseconds bootstrap_interval{std::chrono::seconds(30)};
+
+  // Kubernetes (in a pod: the service account; outside: --kubeconfig). Without either, none of it is used.
+  std::string kubeconfig;             // empty: in-cluster configuration when in a pod
+  std::string k8s_service = "peerd";  // headless Service for --bootstrap dns/auto
+  bool k8s_events = true;             // post P2P* Events about this pod (or node)
+  std::chrono::milliseconds k8s_event_interval{std::chrono::seconds(30)};  // per reason
 
   // Upstream (libcurl).
   std::chrono::milliseconds upstream_connect_timeout{std::chrono::seconds(10)};

@@ -303,7 +303,15 @@ class UpstreamClient::Engine {
                      std::max<long>(1, static_cast<long>(options_.stall_timeout.count() / 1000)));
     curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
-    if (!options_.ca_file.empty()) curl_easy_setopt(easy, CURLOPT_CAINFO, options_.ca_file.c_str());
+    if (t.request.to_peer && options_.peer_tls) {
+      if (!use_peer_identity(easy)) {
+        curl_easy_cleanup(easy);
+        t.easy = nullptr;
+        return finish(std::move(transfer), UpstreamError::kTls, "no peer TLS identity");
+      }
+    } else if (!options_.ca_file.empty()) {
+      curl_easy_setopt(easy, CURLOPT_CAINFO, options_.ca_file.c_str());
+    }
     curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(easy, CURLOPT_BUFFERSIZE, kReceiveBufferBytes);
     // Token endpoints may redirect freely (no credentials are involved); content redirects are vetted here.
@@ -346,6 +354,28 @@ class UpstreamClient::Engine {
     t.attempt_started = Clock::now();
     running_.emplace(easy, std::move(transfer));
     curl_multi_add_handle(multi_, easy);
+  }
+
+  // Mutual TLS to a peer: the node's certificate and key, and the cluster CA as the only trust anchor (curl
+  // copies the blobs, so a rotation between transfers is safe).
+  bool use_peer_identity(CURL* easy) {
+    const std::shared_ptr<const PeerTlsMaterial> material = options_.peer_tls();
+    if (!material) return false;
+    const auto blob = [](const std::string& pem) {
+      return curl_blob{const_cast<char*>(pem.data()), pem.size(), CURL_BLOB_COPY};
+    };
+    curl_blob cert = blob(material->cert_pem);
+    curl_blob key = blob(material->key_pem);
+    curl_blob cas = blob(material->trusted_ca_pem);
+    curl_easy_setopt(easy, CURLOPT_SSLCERTTYPE, "PEM");
+    curl_easy_setopt(easy, CURLOPT_SSLCERT_BLOB, &cert);
+    curl_easy_setopt(easy, CURLOPT_SSLKEYTYPE, "PEM");
+    curl_easy_setopt(easy, CURLOPT_SSLKEY_BLOB, &key);
+    curl_easy_setopt(easy, CURLOPT_CAINFO, nullptr);
+    curl_easy_setopt(easy, CURLOPT_CAPATH, nullptr);  // never the system store for peers
+    curl_easy_setopt(easy, CURLOPT_CAINFO_BLOB, &cas);
+    curl_easy_setopt(easy, CURLOPT_SSLVERSION, static_cast<long>(CURL_SSLVERSION_TLSv1_2));
+    return true;
   }
 
   static size_t on_header_line(char* data, size_t size, size_t count, void* user) {
@@ -685,6 +715,10 @@ UpstreamResult UpstreamClient::fetch(UpstreamRequest request) {
 
 size_t UpstreamClient::pending() const {
   return engine_->pending();
+}
+
+std::string_view UpstreamClient::peer_scheme() const {
+  return engine_->options_.peer_tls ? "https" : "http";
 }
 
 }  // namespace peerd::daemon

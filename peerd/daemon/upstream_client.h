@@ -11,6 +11,10 @@
 // (to the first host only) and a 401 is returned to the caller. 5xx, 429 and connection-level failures are
 // retried up to retries_max times with exponential backoff, but only while no body byte has been delivered.
 // TLS peer and host verification stay on. Logs carry redacted URLs only, never headers or tokens.
+//
+// Requests to other peerd nodes (`to_peer`) use mutual TLS when `peer_tls` is set: https, this node's
+// certificate and key as the client identity, and only the cluster CA (no system store) to verify the peer,
+// whose certificate must name the peer's IP. Registry requests are unaffected.
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -26,6 +30,7 @@
 #include "peerd/core/content/range.h"
 #include "peerd/daemon/daemon_metrics.h"
 #include "peerd/daemon/log.h"
+#include "peerd/daemon/peer_tls.h"
 
 namespace peerd::daemon {
 
@@ -43,6 +48,8 @@ struct UpstreamOptions {
   size_t error_body_bytes_max = 64 * 1024;  // kept from non-2xx bodies (and token responses)
   std::string ca_file;                      // empty: the system trust store
   std::string user_agent = "peerd";
+  // The current peer TLS material (rotation-aware), or unset for plaintext peers.
+  std::function<std::shared_ptr<const PeerTlsMaterial>()> peer_tls;
 };
 
 enum class UpstreamMethod { kGet, kHead };
@@ -75,6 +82,9 @@ struct UpstreamRequest {
   std::function<bool(std::string_view bytes)> on_body;
   // Vets each redirect target (full URL, query included: never log it). Null allows every http(s) target.
   std::function<bool(std::string_view url)> allow_redirect;
+  // A request to another peerd node: with UpstreamOptions::peer_tls it is sent with this node's client
+  // certificate and verified against the cluster CA only (the URL must then use peer_scheme()).
+  bool to_peer = false;
 };
 
 enum class UpstreamError {
@@ -136,6 +146,9 @@ class UpstreamClient {
 
   // Transfers queued or running (for tests and /metrics).
   size_t pending() const;
+
+  // "https" when peers are reached with mutual TLS, else "http".
+  std::string_view peer_scheme() const;
 
   class Engine;
 

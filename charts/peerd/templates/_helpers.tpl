@@ -59,9 +59,16 @@ app.kubernetes.io/part-of: peerd
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 
-{{/* The headless Service's DNS name and the router port: every A/AAAA record is a peer (--bootstrap). */}}
+{{/*
+--bootstrap: peerd.bootstrap when set (k8s-lease, auto), else the headless Service's DNS name and the router
+port: every A/AAAA record is a peer.
+*/}}
 {{- define "peerd.bootstrap" -}}
+{{- if .Values.peerd.bootstrap -}}
+{{- .Values.peerd.bootstrap -}}
+{{- else -}}
 {{- printf "%s.%s.svc.%s:%d" (include "peerd.fullname" .) .Release.Namespace .Values.clusterDomain (int .Values.ports.router) -}}
+{{- end -}}
 {{- end -}}
 
 {{/*

@@ -88,7 +88,7 @@ TEST(Containerd, PullsThroughPeerdMirrorConfiguration) {
        "--router-addr=" + std::string(kPeerdAddress) + ":" + std::to_string(peerd_port), "--metrics-addr=off",
        "--cache-dir=" + (root / "cache").string(), "--cache-size=64MiB", "--hosts=http://" + registry,
        "--add-mirror-configuration", "--containerd-hosts-config-path=" + (root / "certs.d").string(),
-       "--log-level=debug"},
+       "--log-level=debug", "--peer-plaintext"},
       root / "peerd.log"));
   ASSERT_TRUE(peerd.wait_for_port(kPeerdAddress, peerd_port)) << peerd.log();
 

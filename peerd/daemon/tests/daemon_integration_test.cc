@@ -86,7 +86,7 @@ TEST(DaemonBinary, ServesTheHttpApiAndShutsDown) {
        "--router-addr=127.0.0.31:0", "--cache-dir=" + (dir.path() / "cache").string(), "--cache-size=64MiB",
        "--hosts=http://127.0.0.21:5000,docker.io", "--add-mirror-configuration",
        "--containerd-hosts-config-path=" + (dir.path() / "certs.d").string(), "--log-level=debug",
-       "--node-name=node-31"},
+       "--peer-plaintext", "--node-name=node-31"},
       dir.path() / "peerd.log"));
   ASSERT_TRUE(peerd.wait_for_port(kAddress, port)) << peerd.log();
   ASSERT_TRUE(peerd.wait_for_port(kAddress, metrics_port)) << peerd.log();

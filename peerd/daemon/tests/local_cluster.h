@@ -28,6 +28,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -37,6 +38,7 @@
 #include <thread>
 #include <vector>
 
+#include "peerd/daemon/peer_tls.h"
 #include "peerd/daemon/tests/test_process.h"
 
 namespace peerd::daemon::testing {
@@ -226,13 +228,20 @@ inline void write_pseudo_random_file(const std::filesystem::path& path, uint64_t
 }
 
 struct LocalClusterOptions {
-  uint32_t subnet = 1;  // addresses 127.44.<subnet>.x: give each test its own
+  uint32_t subnet = 1;  // addresses 127.<block>.<subnet>.x: give each test its own
+  uint32_t block = 44;  // helpers' test suites each have their own
   uint32_t nodes = 3;
   bool big_image = false;                   // also build and push test/big (one big random layer)
   uint64_t big_image_bytes = 200ull << 20;  // size of that layer's single file
   bool file_server = false;                 // nginx on .101 serving files_dir() (for /blobs/)
   std::string cache_size = "2GiB";
   std::vector<std::string> extra_peerd_flags;
+  // Peers use mutual TLS: a cluster CA is written to peer_tls_dir() (ca.crt + ca.key, like the Secret volume)
+  // and every peerd gets --peer-tls-dir and --peer-addr=<node>:<peer_port()>.
+  bool peer_tls = false;
+  // Flags for one node's peerd (after extra_peerd_flags), e.g. its containerd socket: (node, node directory).
+  std::function<std::vector<std::string>(uint32_t node, const std::filesystem::path& node_dir)>
+      node_peerd_flags;
 };
 
 class LocalCluster {
@@ -286,6 +295,7 @@ class LocalCluster {
     router_port_ = free_port(node_address(1));
     for (int i = 0; i < 100 && router_port_ == http_port_; ++i) router_port_ = free_port(node_address(1));
     registry_port_ = free_port(registry_address());
+    if (options_.peer_tls && !write_cluster_ca()) return false;
     std::filesystem::create_directories(dir_.path() / "logs");
     if (!start_registry() || !build_and_push_images()) return false;
     if (options_.file_server && !start_file_server()) return false;
@@ -298,12 +308,15 @@ class LocalCluster {
 
   // ---- addresses ----
   std::string address(uint32_t host) const {
-    return "127.44." + std::to_string(options_.subnet) + "." + std::to_string(host);
+    return "127." + std::to_string(options_.block) + "." + std::to_string(options_.subnet) + "." +
+           std::to_string(host);
   }
   std::string node_address(uint32_t node) const { return address(10 + node); }
   std::string registry_address() const { return address(100); }
   std::string file_server_address() const { return address(101); }
   uint16_t http_port() const { return http_port_; }
+  uint16_t peer_port() const { return peer_port_; }  // with peer_tls
+  std::filesystem::path peer_tls_dir() const { return dir_.path() / "peer-tls"; }
   std::string registry() const { return registry_address() + ":" + std::to_string(registry_port_); }
   std::string node_url(uint32_t node) const {
     return "http://" + node_address(node) + ":" + std::to_string(http_port_);
@@ -378,6 +391,22 @@ class LocalCluster {
     return read_text(dir_.path() / "logs" / node_log(node, "peerd"));
   }
   bool restart_peerd(uint32_t node) { return start_peerd(node); }
+
+  // ---- a node's containerd ----
+  std::filesystem::path containerd_socket(uint32_t node) const { return socket(node); }
+  // `ctr --address <node's socket> args...` to completion; stdout to `stdout_path` when given. Exit status.
+  int ctr(uint32_t node, const std::vector<std::string>& args,
+          const std::filesystem::path& stdout_path = {}) {
+    std::vector<std::string> argv = {binaries_["ctr"], "--address", socket(node).string()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return run(argv, stdout_path);
+  }
+  void stop_containerd(uint32_t node) { nodes_.at(node - 1)->containerd.stop(); }
+  // Starts the node's containerd again (same root and socket); false with error() when it does not come up.
+  bool restart_containerd(uint32_t node) {
+    nodes_.at(node - 1)->containerd.stop();
+    return start_containerd(node);
+  }
 
   // A sample from the node's /metrics ("name{labels}" exactly as rendered); 0 when absent or unreachable.
   uint64_t metric(uint32_t node, const std::string& series) const {
@@ -572,7 +601,16 @@ class LocalCluster {
       argv.push_back("--allowed-upstreams=" + registry() + "," + file_server_address() + ":" +
                      std::to_string(file_server_port_));
     }
+    if (options_.peer_tls) {
+      argv.push_back("--peer-tls-dir=" + peer_tls_dir().string());
+      argv.push_back("--peer-addr=" + address + ":" + std::to_string(peer_port_));
+    } else if (peerd_supports("--peer-plaintext")) {
+      argv.push_back("--peer-plaintext");
+    }
     for (const auto& flag : options_.extra_peerd_flags) argv.push_back(flag);
+    if (options_.node_peerd_flags) {
+      for (const auto& flag : options_.node_peerd_flags(node, dir)) argv.push_back(flag);
+    }
     GroupProcess& process = nodes_.at(node - 1)->peerd;
     if (!process.start(argv, dir_.path() / "logs" / node_log(node, "peerd")) ||
         !wait_until_accepts(process, address, http_port_)) {
@@ -601,6 +639,21 @@ class LocalCluster {
     }
     return fail("containerd of node " + std::to_string(node) +
                 " did not come up: " + read_text(dir_.path() / "logs" / node_log(node, "containerd")));
+  }
+
+  bool write_cluster_ca() {
+    const auto now = std::chrono::system_clock::now();
+    auto ca =
+        create_self_signed_ca("peerd test cluster", now - std::chrono::hours(1), std::chrono::hours(24 * 7));
+    if (!ca) return fail("cannot create the cluster CA: " + ca.error());
+    std::filesystem::create_directories(peer_tls_dir());
+    std::ofstream(peer_tls_dir() / "ca.crt") << ca->cert_pem;
+    std::ofstream(peer_tls_dir() / "ca.key") << ca->key_pem;
+    for (int i = 0; i < 100 && (peer_port_ == 0 || peer_port_ == http_port_ || peer_port_ == router_port_);
+         ++i) {
+      peer_port_ = free_port(node_address(1));
+    }
+    return true;
   }
 
   bool peerd_supports(const std::string& flag) {
@@ -637,6 +690,7 @@ class LocalCluster {
   uint16_t router_port_ = 0;
   uint16_t registry_port_ = 0;
   uint16_t file_server_port_ = 0;
+  uint16_t peer_port_ = 0;
 };
 
 }  // namespace peerd::daemon::testing

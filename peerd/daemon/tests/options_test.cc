@@ -2,13 +2,23 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
 namespace peerd::daemon {
 namespace {
 
+Result<Command, std::string> parse_exactly(std::vector<std::string_view> args) {
+  return parse_command_line(args);
+}
+
+// `run` needs a peer transport; tests about other flags choose plaintext unless they set a --peer-* flag.
 Result<Command, std::string> parse(std::vector<std::string_view> args) {
+  const bool run = !args.empty() && args.front() == "run";
+  const bool peer_flag =
+      std::any_of(args.begin(), args.end(), [](std::string_view arg) { return arg.starts_with("--peer-"); });
+  if (run && !peer_flag) args.insert(args.begin() + 1, "--peer-plaintext");
   return parse_command_line(args);
 }
 
@@ -168,6 +178,112 @@ TEST(Options, RegistryHosts) {
   EXPECT_FALSE(parse_registry_host("https://ghcr.io?x=1").ok());
   EXPECT_FALSE(parse_registry_host("https://ghcr.io:0x1").ok());
   EXPECT_FALSE(parse_registry_host("https://").ok());
+}
+
+// Shows the containerd content-store flags: on by default with k8s.io, the socket gates readiness only when
+// named, and tags are resolved for peers only under an explicit ttl policy.
+TEST(Options, ContainerdStoreFlags) {
+  auto defaults = parse({"run"});
+  ASSERT_TRUE(defaults.ok()) << defaults.error();
+  EXPECT_TRUE(defaults->options.containerd_store);
+  EXPECT_EQ(defaults->options.containerd_socket, "/run/containerd/containerd.sock");
+  EXPECT_FALSE(defaults->options.containerd_socket_given);
+  EXPECT_EQ(defaults->options.containerd_namespace, "k8s.io");
+  EXPECT_TRUE(defaults->options.containerd_content_root.empty());
+  EXPECT_FALSE(defaults->options.resolve_tags_ttl.has_value());
+
+  auto set = parse({"run", "--containerd-socket=/tmp/c.sock", "--containerd-namespace", "default",
+                    "--containerd-content-root=/var/lib/containerd/io.containerd.content.v1.content",
+                    "--containerd-refresh=30s", "--resolve-tags=ttl:10m"});
+  ASSERT_TRUE(set.ok()) << set.error();
+  EXPECT_EQ(set->options.containerd_socket, "/tmp/c.sock");
+  EXPECT_TRUE(set->options.containerd_socket_given);
+  EXPECT_EQ(set->options.containerd_namespace, "default");
+  EXPECT_EQ(set->options.containerd_content_root, "/var/lib/containerd/io.containerd.content.v1.content");
+  EXPECT_EQ(set->options.containerd_refresh, std::chrono::seconds(30));
+  EXPECT_EQ(set->options.resolve_tags_ttl, std::chrono::minutes(10));
+  EXPECT_FALSE(parse({"run", "--resolve-tags=ttl:10m", "--resolve-tags=digest-only"})
+                   ->options.resolve_tags_ttl.has_value());
+  EXPECT_FALSE(parse({"run", "--containerd-store=false"})->options.containerd_store);
+
+  for (std::string_view bad :
+       {"--resolve-tags=always", "--resolve-tags=ttl:", "--resolve-tags=ttl:0", "--resolve-tags=ttl:5x",
+        "--containerd-socket=", "--containerd-namespace=", "--containerd-refresh=10ms"}) {
+    auto parsed = parse({"run", bad});
+    ASSERT_FALSE(parsed.ok()) << bad;
+    EXPECT_EQ(parsed.error().find('\n'), std::string::npos);
+  }
+  for (std::string_view flag : {"--containerd-socket", "--containerd-namespace", "--containerd-content-root",
+                                "--resolve-tags", "--containerd-store", "--containerd-refresh"}) {
+    EXPECT_NE(help_text().find(flag), std::string::npos) << flag;
+  }
+}
+
+// Peer mutual TLS: a CA directory or all three static files, never with --peer-plaintext; the peer port is
+// fixed and differs from the HTTP port.
+TEST(Options, PeerTlsFlags) {
+  const auto bare = parse_exactly({"run"});
+  ASSERT_FALSE(bare.ok());
+  EXPECT_NE(bare.error().find("--peer-plaintext"), std::string::npos) << bare.error();
+  const Options defaults = parse_run_ok({"--peer-plaintext"});
+  EXPECT_FALSE(defaults.peer_tls());
+  EXPECT_TRUE(defaults.peer_plaintext);
+  EXPECT_EQ(defaults.peer_address, Endpoint::ipv4(0, 0, 0, 0, 5443));
+
+  const Options dir = parse_run_ok({"--peer-tls-dir=/etc/peerd/peer-tls", "--peer-addr=127.0.0.180:6443"});
+  EXPECT_TRUE(dir.peer_tls());
+  EXPECT_EQ(dir.peer_tls_dir, "/etc/peerd/peer-tls");
+  EXPECT_EQ(dir.peer_address, Endpoint::ipv4(127, 0, 0, 180, 6443));
+
+  const Options files =
+      parse_run_ok({"--peer-tls-cert", "/c.pem", "--peer-tls-key", "/k.pem", "--peer-tls-ca", "/ca.pem"});
+  EXPECT_TRUE(files.peer_tls());
+  EXPECT_EQ(files.peer_tls_key_file, "/k.pem");
+  EXPECT_TRUE(parse_run_ok({"--peer-plaintext"}).peer_plaintext);
+
+  EXPECT_NE(parse_run_error({"--peer-tls-cert=/c.pem"}).find("go together"), std::string::npos);
+  EXPECT_NE(parse_run_error({"--peer-tls-dir=/d", "--peer-plaintext"}).find("exclude"), std::string::npos);
+  EXPECT_NE(
+      parse_run_error({"--peer-tls-dir=/d", "--peer-tls-cert=/c", "--peer-tls-key=/k", "--peer-tls-ca=/a"})
+          .find("exclude"),
+      std::string::npos);
+  EXPECT_NE(parse_run_error({"--peer-tls-dir=/d", "--peer-addr=:0"}).find("fixed port"), std::string::npos);
+  EXPECT_NE(parse_run_error({"--peer-tls-dir=/d", "--peer-addr=:5000"}).find("different ports"),
+            std::string::npos);
+  EXPECT_NE(help_text().find("--peer-tls-dir"), std::string::npos);
+}
+
+// Kubernetes: --bootstrap modes next to the ip:port and name:port forms, --kubeconfig, the event flags.
+TEST(Options, KubernetesFlags) {
+  const Options defaults = parse_run_ok({});
+  EXPECT_TRUE(defaults.bootstrap.empty());  // main picks "auto" when a Kubernetes API is configured
+  EXPECT_TRUE(defaults.kubeconfig.empty());
+  EXPECT_EQ(defaults.k8s_service, "peerd");
+  EXPECT_TRUE(defaults.k8s_events);
+  EXPECT_EQ(defaults.k8s_event_interval, std::chrono::seconds(30));
+
+  const Options options =
+      parse_run_ok({"--bootstrap", "k8s-lease,DNS", "10.0.0.1:5003", "dns:5003", "--bootstrap=auto",
+                    "--kubeconfig=/home/u/.kube/config", "--k8s-service=peerd-release", "--k8s-events=false",
+                    "--k8s-event-interval=1m"});
+  ASSERT_EQ(options.bootstrap.size(), 5u);
+  EXPECT_EQ(options.bootstrap[0].kind, BootstrapEntry::Kind::kK8sLease);
+  EXPECT_EQ(options.bootstrap[1].kind, BootstrapEntry::Kind::kK8sService);
+  EXPECT_EQ(options.bootstrap[2].kind, BootstrapEntry::Kind::kStatic);
+  EXPECT_EQ(options.bootstrap[3].kind, BootstrapEntry::Kind::kDns);  // a host named "dns" still works
+  EXPECT_EQ(options.bootstrap[3].dns_name, "dns");
+  EXPECT_EQ(options.bootstrap[4].kind, BootstrapEntry::Kind::kK8sAuto);
+  EXPECT_EQ(options.kubeconfig, "/home/u/.kube/config");
+  EXPECT_EQ(options.k8s_service, "peerd-release");
+  EXPECT_FALSE(options.k8s_events);
+  EXPECT_EQ(options.k8s_event_interval, std::chrono::minutes(1));
+
+  EXPECT_NE(parse_run_error({"--k8s-service=a.b"}).find("--k8s-service"), std::string::npos);
+  EXPECT_NE(parse_run_error({"--k8s-event-interval=10ms"}).find("at least 1s"), std::string::npos);
+  EXPECT_NE(parse_run_error({"--kubeconfig="}).find("--kubeconfig"), std::string::npos);
+  for (std::string_view flag :
+       {"--kubeconfig", "--k8s-service", "--k8s-events", "--k8s-event-interval", "k8s-lease"})
+    EXPECT_NE(help_text().find(flag), std::string::npos) << flag;
 }
 
 }  // namespace
