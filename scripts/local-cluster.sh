@@ -314,7 +314,12 @@ lc_start_file_server() {
 
 # ---- nodes ----
 
-lc_peerd_supports() { "$PEERD_BIN" --help 2>&1 | grep -q -- "$1"; }
+# Reads the whole help first: `grep -q` on a pipe would stop early and fail the pipeline on SIGPIPE (pipefail).
+lc_peerd_supports() {
+  local help
+  help=$("$PEERD_BIN" --help 2>&1) || return 1
+  [[ $help == *"$1"* ]]
+}
 
 # lc_start_peerd N NODES: peerd of node N, bootstrapping from nodes 1..min(3, NODES).
 lc_start_peerd() {
