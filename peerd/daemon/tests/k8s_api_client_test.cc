@@ -14,6 +14,7 @@
 namespace peerd::daemon::k8s {
 namespace {
 
+using testing::base64;
 using testing::FakeApiServer;
 using testing::FakeKubernetes;
 using testing::FakeResponse;
@@ -35,24 +36,6 @@ Environment environment_of(std::map<std::string, std::string> values) {
     if (it == values.end()) return std::nullopt;
     return it->second;
   };
-}
-
-std::string base64(const std::string& text) {
-  static const char* alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  uint32_t buffer = 0;
-  int bits = 0;
-  for (unsigned char c : text) {
-    buffer = (buffer << 8) | c;
-    bits += 8;
-    while (bits >= 6) {
-      bits -= 6;
-      out.push_back(alphabet[(buffer >> bits) & 63]);
-    }
-  }
-  if (bits > 0) out.push_back(alphabet[(buffer << (6 - bits)) & 63]);
-  while (out.size() % 4 != 0) out.push_back('=');
-  return out;
 }
 
 TEST(InClusterConfig, ReadsTheServiceAccountAndEnvironment) {

@@ -20,6 +20,7 @@
 namespace peerd::daemon {
 namespace {
 
+using testing::base64;
 using testing::FakeApiServer;
 using testing::FakeKubernetes;
 using testing::GroupProcess;
@@ -27,24 +28,6 @@ using testing::TempDir;
 
 constexpr const char* kApiAddress = "127.0.0.170";
 constexpr const char* kNamespace = "peerd-ns";
-
-std::string base64(const std::string& text) {
-  static const char* alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  uint32_t buffer = 0;
-  int bits = 0;
-  for (unsigned char c : text) {
-    buffer = (buffer << 8) | c;
-    bits += 8;
-    while (bits >= 6) {
-      bits -= 6;
-      out.push_back(alphabet[(buffer >> bits) & 63]);
-    }
-  }
-  if (bits > 0) out.push_back(alphabet[(buffer << (6 - bits)) & 63]);
-  while (out.size() % 4 != 0) out.push_back('=');
-  return out;
-}
 
 template <typename Condition>
 bool eventually(Condition condition, std::chrono::seconds limit = std::chrono::seconds(40)) {
