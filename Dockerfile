@@ -19,6 +19,7 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential cmake ninja-build ca-certificates \
       libboost-dev libcurl4-openssl-dev nlohmann-json3-dev libssl-dev \
+      libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc \
       libgtest-dev libbenchmark-dev \
       ${EXTRA_BUILD_PACKAGES} \
  && rm -rf /var/lib/apt/lists/*
@@ -44,7 +45,8 @@ FROM source AS build-ctr
 RUN ninja -C /build peerd-ctr \
  && install -D -m 0755 -s "$(find /build -type f -name peerd-ctr -perm -u+x | head -n 1)" /out/peerd-ctr
 
-# Runtime: libcurl (pulls in OpenSSL and the rest of its libraries) and CA certificates for upstream TLS.
+# Runtime: libcurl (pulls in OpenSSL and the rest of its libraries), gRPC and protobuf (the containerd client)
+# and CA certificates for upstream TLS.
 # Default user 65532 (non-root). The chart runs peerd as root with every capability dropped, because it writes
 # hosts.toml into the node's root-owned /etc/containerd/certs.d and its cache into a hostPath, and opens the
 # containerd socket; as non-root those paths must be made writable for uid 65532 on every node (see
@@ -52,6 +54,7 @@ RUN ninja -C /build peerd-ctr \
 FROM ${RUNTIME_IMAGE} AS runtime
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates libcurl4 \
+      libgrpc++1.51 libgrpc29 libprotobuf32 libabsl20220623 libc-ares2 libre2-9 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 65532 peerd \
  && useradd --system --uid 65532 --gid peerd --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin peerd \
