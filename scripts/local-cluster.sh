@@ -205,7 +205,7 @@ lc_registry_log() { cat "$LC_RUN_DIR/logs/registry.log" 2>/dev/null || true; }
 lc_registry_blob_gets() { lc_registry_log | grep -c '"GET /v2/[^ ]*/blobs/sha256:' || true; }
 lc_registry_blob_bytes() {
   lc_registry_log | awk '/"GET \/v2\/[^ ]*\/blobs\/sha256:/ { for (i = 1; i < NF; i++) if ($i ~ /HTTP\/1\.[01]"$/) { sum += $(i + 2); break } }
-    END { printf "%d\n", sum }'
+    END { printf "%.0f\n", sum }'
 }
 
 # ---- images (cached in images/, rebuilt when missing) ----
@@ -258,7 +258,7 @@ lc_image_bytes() {
   repo=${repo%:*}
   curl -fs -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
     "http://$LC_REGISTRY/v2/$repo/manifests/$tag" |
-    grep -o '"size": *[0-9]*' | awk -F: '{ sum += $2 } END { printf "%d\n", sum }'
+    grep -o '"size": *[0-9]*' | awk -F: '{ sum += $2 } END { printf "%.0f\n", sum }'
 }
 
 # The manifest digest of REF (for pulls by digest).

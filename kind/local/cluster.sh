@@ -10,6 +10,7 @@
 #   create       namespaces + bridge, registry (+ tbf cap), test images pushed, one containerd per node
 #   deploy       (re)start one peerd per node with an empty cache; wait until each joined the DHT (/readyz)
 #   test-random  nginx origin serving a random file; peerd-random --mode p2p --verify on every node at once
+#                (KL_RANDOM_MODE=both also reads straight from the origin, for upstream speed lines)
 #   test-ctr     peerd-ctr on node 1, 2, ... in turn (pulls through containerd -> peerd); node 2+ must get
 #                bytes from peers
 #   delete       kill every process group, unmount, delete the namespaces (veths and bridge go with them)
@@ -348,7 +349,7 @@ kl_metric_sum() {
   local node=$1 name=$2 label=$3
   kl_in "$(kl_ns "$node")" curl -fs --max-time 2 "http://$(kl_addr "$node"):$KL_HTTP_PORT/metrics" 2>/dev/null |
     awk -v n="$name" -v l="$label" 'index($1, n "{") == 1 && index($1, l) > 0 { sum += $NF }
-      END { printf "%d\n", sum }'
+      END { printf "%.0f\n", sum }'
 }
 
 # kl_p2p_mark: remembers every node's peerd_bytes_fetched_total (from peers, from upstream) as the baseline of
@@ -399,7 +400,7 @@ kl_start_origin() {
 }
 
 kl_origin_bytes() {
-  awk '{ for (i = 1; i < NF; i++) if ($i ~ /HTTP\/1\.[01]"$/) { sum += $(i + 2); break } } END { printf "%d\n", sum }' \
+  awk '{ for (i = 1; i < NF; i++) if ($i ~ /HTTP\/1\.[01]"$/) { sum += $(i + 2); break } } END { printf "%.0f\n", sum }' \
     "$KL_RUN_DIR/origin/access.log" 2>/dev/null || echo 0
 }
 
@@ -418,7 +419,7 @@ cmd_test_random() {
     seed=()
     [ -z "${KL_SEED:-}" ] || seed=(--seed "$((KL_SEED + node))")
     kl_spawn "random$node" timeout -k 5 "$KL_TEST_TIMEOUT_S" ip netns exec "$(kl_ns "$node")" "$bin" \
-      --blobs-file "$KL_RUN_DIR/origin/blobs.txt" --peerd "http://$(kl_addr "$node"):$KL_HTTP_PORT" --mode p2p \
+      --blobs-file "$KL_RUN_DIR/origin/blobs.txt" --peerd "http://$(kl_addr "$node"):$KL_HTTP_PORT" --mode "${KL_RANDOM_MODE:-p2p}" \
       --reads-per-blob "$KL_READS_PER_BLOB" --verify "$KL_VERIFY_READS" --node "node$node" "${seed[@]}"
   done
   for ((node = 1; node <= KL_NODES; node++)); do
