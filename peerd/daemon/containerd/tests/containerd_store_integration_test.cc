@@ -125,15 +125,22 @@ class ContainerdStoreTest : public ::testing::Test {
   void SetUp() override {
     if (auto missing = LocalCluster::missing_requirement()) GTEST_SKIP() << *missing;
   }
+
+  // Starts the cluster, imports the small image into node 1's containerd (no peerd involved) and waits until
+  // node 1's peerd serves its blobs to peers. Use with ASSERT_NO_FATAL_FAILURE.
+  static void start_with_image_on_node_1(LocalCluster& cluster, ImageDigests& image) {
+    ASSERT_TRUE(cluster.start()) << cluster.error();
+    image = small_image_digests(cluster);
+    ASSERT_FALSE(image.manifest.empty());
+    ASSERT_TRUE(import_small_image(cluster, 1));
+    ASSERT_TRUE(wait_for_peer_status(cluster, 1, image, 200)) << cluster.peerd_log(1);
+  }
 };
 
 TEST_F(ContainerdStoreTest, PreloadedImageIsServedToPeersFromTheContentStore) {
   LocalCluster cluster(cluster_options({.subnet = 1, .nodes = 2, .content_root = true}));
-  ASSERT_TRUE(cluster.start()) << cluster.error();
-  const ImageDigests image = small_image_digests(cluster);
-  ASSERT_FALSE(image.manifest.empty());
-  ASSERT_TRUE(import_small_image(cluster, 1));
-  ASSERT_TRUE(wait_for_peer_status(cluster, 1, image, 200)) << cluster.peerd_log(1);
+  ImageDigests image;
+  ASSERT_NO_FATAL_FAILURE(start_with_image_on_node_1(cluster, image));
   let_provides_land();
 
   const size_t registry_gets_before = cluster.registry_blob_gets();
@@ -147,11 +154,8 @@ TEST_F(ContainerdStoreTest, PreloadedImageIsServedToPeersFromTheContentStore) {
 
 TEST_F(ContainerdStoreTest, PeersResolveTagsFromTheImageStoreWhileTheRegistryIsDown) {
   LocalCluster cluster(cluster_options({.subnet = 2, .nodes = 2, .content_root = true}));
-  ASSERT_TRUE(cluster.start()) << cluster.error();
-  const ImageDigests image = small_image_digests(cluster);
-  ASSERT_FALSE(image.manifest.empty());
-  ASSERT_TRUE(import_small_image(cluster, 1));
-  ASSERT_TRUE(wait_for_peer_status(cluster, 1, image, 200)) << cluster.peerd_log(1);
+  ImageDigests image;
+  ASSERT_NO_FATAL_FAILURE(start_with_image_on_node_1(cluster, image));
   let_provides_land();
 
   // Node 1 answers a peer's tag lookup with the digest its image store holds.
@@ -170,11 +174,8 @@ TEST_F(ContainerdStoreTest, PeersResolveTagsFromTheImageStoreWhileTheRegistryIsD
 
 TEST_F(ContainerdStoreTest, DeletedImageIsWithdrawnAndPeersFallBackToTheRegistry) {
   LocalCluster cluster(cluster_options({.subnet = 3, .nodes = 3, .content_root = true}));
-  ASSERT_TRUE(cluster.start()) << cluster.error();
-  const ImageDigests image = small_image_digests(cluster);
-  ASSERT_FALSE(image.manifest.empty());
-  ASSERT_TRUE(import_small_image(cluster, 1));
-  ASSERT_TRUE(wait_for_peer_status(cluster, 1, image, 200)) << cluster.peerd_log(1);
+  ImageDigests image;
+  ASSERT_NO_FATAL_FAILURE(start_with_image_on_node_1(cluster, image));
 
   ASSERT_EQ(cluster.ctr(1, {"images", "rm", "--sync", cluster.small_reference()}), 0);
   // The delete event withdraws the image's blobs at once (the poll is a guard against hangs).
