@@ -127,10 +127,11 @@ class Timeline {
 
 class Cluster final : public NetworkHandler {
  public:
-  Cluster(const Scenario& scenario, const ModeSpec& mode, Fidelity fidelity)
+  Cluster(const Scenario& scenario, const ModeSpec& mode, Fidelity fidelity, const ProgressCallback& progress)
       : scenario_(scenario),
         mode_(mode),
         fidelity_(fidelity),
+        progress_(progress),
         peers_enabled_(mode.base != ModeBase::kUpstreamOnly),
         engine_options_(mode_options(mode.base, scenario.engine, mode.engine)) {}
 
@@ -221,6 +222,7 @@ class Cluster final : public NetworkHandler {
 
   // Core driving.
   void drive(Node& node);
+  void report_progress() const;
   void flush_dht(Node& node);
   void arm_engine(Node& node);
   void arm_dht(Node& node);
@@ -255,6 +257,8 @@ class Cluster final : public NetworkHandler {
   const Scenario& scenario_;
   const ModeSpec& mode_;
   Fidelity fidelity_;
+  const ProgressCallback& progress_;
+  uint64_t drives_ = 0;
   bool peers_enabled_;
   transfer::EngineOptions engine_options_;
   std::unique_ptr<Network> network_;
@@ -350,7 +354,11 @@ RunResult Cluster::run() {
     packet.seed = scenario_.seed;  // ns-3's own RNG follows the scenario's seed too
     network_ = make_packet_network(topology, packet, *this);
   } else {
-    network_ = make_flow_network(topology, scenario_.flow, *this);
+    FlowOptions flow = scenario_.flow;
+    // A stream that reports less often than the engine's stall_timeout would be taken for a stalled one.
+    const int64_t stall_ns = engine_options_.stall_timeout.micros * 1000;
+    flow.progress_interval_ns = std::min(flow.progress_interval_ns, stall_ns * 2 / 3);
+    network_ = make_flow_network(topology, flow, *this);
   }
   // Warm-up: every daemon joins the DHT (node 0 first, the others through it), as a cluster's DaemonSet does
   // long before an image is pulled.
@@ -380,6 +388,7 @@ RunResult Cluster::run() {
 
 void Cluster::drive(Node& node) {
   if (!node.alive) return;
+  if (progress_ && ++drives_ % 16384 == 0) report_progress();
   for (;;) {
     bool any = false;
     while (auto action = node.engine->poll_action()) {
@@ -395,6 +404,17 @@ void Cluster::drive(Node& node) {
   }
   arm_engine(node);
   flush_dht(node);
+}
+
+void Cluster::report_progress() const {
+  RunProgress progress;
+  const Instant time = now();
+  progress.measuring = time >= measure_start_;
+  progress.simulated_seconds = ((progress.measuring ? time - measure_start_ : time - Instant{})).as_seconds();
+  progress.nodes = static_cast<uint32_t>(nodes_.size());
+  progress.nodes_finished = progress.measuring ? static_cast<uint32_t>(nodes_.size() - nodes_unfinished_) : 0;
+  progress.events = network_->events_executed();
+  progress_(progress);
 }
 
 void Cluster::flush_dht(Node& node) {
@@ -1078,8 +1098,9 @@ RunResult Cluster::collect() {
 
 }  // namespace
 
-RunResult run_mode(const Scenario& scenario, const ModeSpec& mode, Fidelity fidelity) {
-  Cluster cluster(scenario, mode, fidelity);
+RunResult run_mode(const Scenario& scenario, const ModeSpec& mode, Fidelity fidelity,
+                   const ProgressCallback& progress) {
+  Cluster cluster(scenario, mode, fidelity, progress);
   return cluster.run();
 }
 

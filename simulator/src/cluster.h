@@ -2,6 +2,7 @@
 // One simulation run: N nodes, each the core's routing::Dht and transfer::Engine over a VirtualChunkStore,
 // wired to a Network (packet or flow fidelity) exactly as the daemon wires them to sockets. See cluster.cc.
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -84,8 +85,21 @@ struct RunResult {
   bool timed_out = false;  // sim_time_max_s passed before every live node finished
 };
 
+// Where a run is, for a person watching a long one. Called now and then from inside the run (every few
+// thousand core interactions, not on a clock: the simulation stays deterministic); the caller decides
+// whether to show it.
+struct RunProgress {
+  bool measuring = false;        // false: the nodes are still joining the DHT
+  double simulated_seconds = 0;  // since the measurement started (since time 0 while joining)
+  uint32_t nodes = 0;
+  uint32_t nodes_finished = 0;
+  uint64_t events = 0;
+};
+using ProgressCallback = std::function<void(const RunProgress&)>;
+
 // Runs one mode of a scenario. Deterministic: the same scenario, mode, fidelity and seed give the same
 // result.
-RunResult run_mode(const Scenario& scenario, const ModeSpec& mode, Fidelity fidelity);
+RunResult run_mode(const Scenario& scenario, const ModeSpec& mode, Fidelity fidelity,
+                   const ProgressCallback& progress = {});
 
 }  // namespace peerd::sim

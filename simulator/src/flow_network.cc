@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cassert>
 #include <cmath>
+#include <deque>
 #include <map>
 #include <unordered_map>
 #include <vector>
@@ -111,7 +112,7 @@ class FlowNetwork final : public Network {
       }
       case State::kFlowing: {
         const double sent = allocator_.remove_flow(seconds_now(), request.flow);
-        flows_.erase(request.flow);
+        forget_flow(request.flow);
         stats_.payload_bytes_sent += static_cast<uint64_t>(sent);
         mark_dirty();
         const uint64_t bytes = static_cast<uint64_t>(sent);
@@ -138,8 +139,10 @@ class FlowNetwork final : public Network {
     FlowAllocator::LinkId path[FlowAllocator::kPathLinksMax];
     const size_t hops = path_of(request.server, request.client, path);
     request.flow = allocator_.add_flow(seconds_now(), path, hops, double(length_bytes));
-    flows_.emplace(request.flow, FlowEntry{id, &request});
-    request.reported_at_ns = now_ns();
+    const uint32_t slot = flow_slot(request.flow);
+    if (slot >= flows_.size()) flows_.resize(slot + 1);
+    flows_[slot] = FlowEntry{request.flow, id, &request};
+    progress_due_.push_back(ProgressDue{now_ns() + options_.progress_interval_ns, request.flow});
     stats_.flows_max = std::max<uint64_t>(stats_.flows_max, allocator_.flow_count());
     mark_dirty();
     arm_progress();
@@ -181,7 +184,7 @@ class FlowNetwork final : public Network {
       request.server_notified = true;
       if (request.state == State::kFlowing) {
         const double sent = allocator_.remove_flow(seconds_now(), request.flow);
-        flows_.erase(request.flow);
+        forget_flow(request.flow);
         mark_dirty();
         stats_.payload_bytes_sent += static_cast<uint64_t>(sent);
         const uint64_t delta =
@@ -204,10 +207,15 @@ class FlowNetwork final : public Network {
     int64_t latency_ns = 0;
     uint64_t length = 0;
     uint64_t reported = 0;  // payload bytes already scheduled for delivery to the client
-    int64_t reported_at_ns = 0;
     FlowAllocator::FlowId flow = 0;
     bool client_gone = false;
     bool server_notified = false;
+  };
+
+  struct FlowEntry {
+    FlowAllocator::FlowId flow = 0;
+    RequestId id = 0;
+    Request* request = nullptr;
   };
 
   bool is_dead(NodeIndex host) const { return host != kUpstream && dead_[host]; }
@@ -340,10 +348,10 @@ class FlowNetwork final : public Network {
     finished_.clear();
     allocator_.pop_finished(seconds_now(), finished_);
     for (const FlowAllocator::FlowId flow : finished_) {
-      const auto it = flows_.find(flow);
-      assert(it != flows_.end());
-      const RequestId id = it->second.id;
-      flows_.erase(it);
+      const FlowEntry* entry = flow_entry(flow);
+      assert(entry != nullptr);
+      const RequestId id = entry->id;
+      forget_flow(flow);
       stats_.payload_bytes_sent += requests_.at(id).length;
       finish_response(id);
     }
@@ -351,34 +359,55 @@ class FlowNetwork final : public Network {
     arm_finish();
   }
 
-  // Long flows report partial progress so a slow stream is not mistaken for a stalled one.
+  // Long flows report partial progress so a slow stream is not mistaken for a stalled one. Each flow is due
+  // `progress_interval` after its start or its last report; due times are appended in order, so the queue is
+  // a FIFO. One tick per quarter interval reports every flow due before the next tick (up to a quarter
+  // early), so a flow hears at least every interval and flows that finish sooner cost nothing.
+  int64_t progress_tick_ns() const { return std::max<int64_t>(1, options_.progress_interval_ns / 4); }
+
   void arm_progress() {
-    if (progress_armed_ || options_.progress_interval_ns <= 0) return;
+    if (progress_armed_ || options_.progress_interval_ns <= 0 || progress_due_.empty()) return;
     progress_armed_ = true;
-    schedule_at(now_ns() + options_.progress_interval_ns, [this] { on_progress(); });
+    const int64_t at = std::max(now_ns(), progress_due_.front().at_ns - progress_tick_ns());
+    schedule_at(at, [this] { on_progress(); });
   }
 
   void on_progress() {
     progress_armed_ = false;
     const double now = seconds_now();
+    const int64_t horizon = now_ns() + progress_tick_ns();
     // One delivery event per distinct path delay, not one per flow: thousands of slow flows share a tick.
     std::map<int64_t, std::vector<std::pair<RequestId, uint64_t>>> batches;
-    for (const auto& [flow, entry] : flows_) {
-      Request& request = *entry.request;
-      const RequestId id = entry.id;
-      if (now_ns() - request.reported_at_ns < options_.progress_interval_ns / 2) continue;
+    while (!progress_due_.empty() && progress_due_.front().at_ns <= horizon) {
+      const FlowAllocator::FlowId flow = progress_due_.front().flow;
+      progress_due_.pop_front();
+      const FlowEntry* entry = flow_entry(flow);
+      if (entry == nullptr) continue;  // finished or cancelled since
+      Request& request = *entry->request;
       const uint64_t sent = static_cast<uint64_t>(allocator_.sent_bytes(now, flow));
-      if (sent <= request.reported) continue;
-      batches[request.latency_ns].emplace_back(id, sent - request.reported);
-      request.reported = sent;
-      request.reported_at_ns = now_ns();
+      if (sent > request.reported) {
+        batches[request.latency_ns].emplace_back(entry->id, sent - request.reported);
+        request.reported = sent;
+      }
+      progress_due_.push_back(ProgressDue{now_ns() + options_.progress_interval_ns, flow});
     }
     for (auto& [latency, batch] : batches) {
       schedule_at(now_ns() + latency, [this, batch = std::move(batch)] {
         for (const auto& [id, delta] : batch) deliver_data(id, delta);
       });
     }
-    if (!flows_.empty()) arm_progress();
+    arm_progress();
+  }
+
+  static uint32_t flow_slot(FlowAllocator::FlowId flow) { return static_cast<uint32_t>(flow); }
+  const FlowEntry* flow_entry(FlowAllocator::FlowId flow) const {
+    const uint32_t slot = flow_slot(flow);
+    if (slot >= flows_.size() || flows_[slot].flow != flow || flows_[slot].request == nullptr) return nullptr;
+    return &flows_[slot];
+  }
+  void forget_flow(FlowAllocator::FlowId flow) {
+    const uint32_t slot = flow_slot(flow);
+    if (slot < flows_.size() && flows_[slot].flow == flow) flows_[slot] = FlowEntry{};
   }
 
   TopologySpec topology_;
@@ -393,14 +422,15 @@ class FlowNetwork final : public Network {
   FlowAllocator::LinkId upstream_egress_ = 0;
   std::vector<bool> dead_;
   std::unordered_map<RequestId, Request> requests_;
-  // Flowing requests by flow. The pointer saves a hash lookup per flow on every progress tick (hundreds of
-  // thousands of flows at 10 000 nodes); requests_ keeps its elements in place and a flowing request leaves
-  // flows_ before requests_.
-  struct FlowEntry {
-    RequestId id = 0;
-    Request* request = nullptr;
+  // Flowing requests by the allocator's flow slot. The pointer saves a hash lookup per flow on every progress
+  // report (hundreds of thousands of flows at 10 000 nodes); requests_ keeps its elements in place and a
+  // flowing request leaves flows_ before requests_.
+  std::vector<FlowEntry> flows_;
+  struct ProgressDue {
+    int64_t at_ns = 0;
+    FlowAllocator::FlowId flow = 0;
   };
-  std::map<FlowAllocator::FlowId, FlowEntry> flows_;
+  std::deque<ProgressDue> progress_due_;
   std::vector<FlowAllocator::FlowId> finished_;
   RequestId next_request_ = 1;
   bool recompute_pending_ = false;

@@ -141,7 +141,24 @@ int main(int argc, char** argv) {
   bool healthy = true;
   for (const ModeSpec& mode : modes) {
     const auto started = std::chrono::steady_clock::now();
-    runs.push_back(run_mode(scenario, mode, fidelity));
+    auto shown = started;
+    // Long runs (thousands of nodes) say where they are every 10 s of wall time.
+    const ProgressCallback progress = [&](const RunProgress& at) {
+      const auto wall_now = std::chrono::steady_clock::now();
+      if (wall_now - shown < std::chrono::seconds(10)) return;
+      shown = wall_now;
+      const double wall = std::chrono::duration<double>(wall_now - started).count();
+      if (at.measuring) {
+        std::fprintf(stderr,
+                     "peerd-sim: %s: %.1f s simulated, %u/%u nodes done, %.1f M events, %.0f s wall\n",
+                     mode.name.c_str(), at.simulated_seconds, at.nodes_finished, at.nodes,
+                     double(at.events) / 1e6, wall);
+      } else {
+        std::fprintf(stderr, "peerd-sim: %s: %u nodes joining the DHT, %.2f s simulated, %.0f s wall\n",
+                     mode.name.c_str(), at.nodes, at.simulated_seconds, wall);
+      }
+    };
+    runs.push_back(run_mode(scenario, mode, fidelity, progress));
     const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     const RunResult& run = runs.back();
     std::fprintf(

@@ -127,9 +127,9 @@ struct FlowOptions {
   int64_t recompute_quantum_ns = 0;
   // Rates may lag the max-min allocation by this fraction (see flow_allocator.h); 0 = exact.
   double share_tolerance = 0.01;
-  // Long flows report the bytes received so far at least every 1.5 x this (the engine's stall detection must
-  // not mistake a slow stream for a stalled one).
-  int64_t progress_interval_ns = 1'000'000'000;
+  // Long flows report the bytes received so far at least every this (the engine's stall detection must not
+  // mistake a slow stream for a stalled one; the adapter keeps it below the engine's stall_timeout).
+  int64_t progress_interval_ns = 2'000'000'000;
   int64_t connect_failure_ns = 1'000'000'000;  // a request to a dead host fails after this
 };
 

@@ -13,6 +13,7 @@
 #include <deque>
 #include <map>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "ns3/core-module.h"
@@ -22,6 +23,7 @@
 #include "ns3/traffic-control-module.h"
 #include "simulator/src/network.h"
 #include "simulator/src/ns3_clock.h"
+#include "simulator/src/ns3_endpoint_memo.h"
 
 namespace peerd::sim {
 
@@ -77,11 +79,83 @@ bool decode_request(const uint8_t* frame, RequestId& id, ChunkRequest& chunk) {
   return chunk.end_in_chunk >= chunk.begin_in_chunk;
 }
 
+// Forwarding in the switches by one hash lookup of the destination. ns-3's static routing scans the node's
+// routes and, for "is it for me", every address of every interface, for each packet at each hop: a ToR has 41
+// interfaces, and that was a tenth of a packet-fidelity run. The fabric is a tree, so every destination has
+// one route per switch; they are taken once from the static routing set up in build() (the same routes, so a
+// run gives the same result), plus the default route for the rest (a ToR's uplink).
+class FabricRouting final : public ns3::Ipv4RoutingProtocol {
+ public:
+  static ns3::TypeId GetTypeId() {
+    static const ns3::TypeId type = ns3::TypeId("peerd::sim::FabricRouting")
+                                        .SetParent<ns3::Ipv4RoutingProtocol>()
+                                        .SetGroupName("Internet");
+    return type;
+  }
+
+  void add_route(uint32_t destination, ns3::Ptr<ns3::Ipv4Route> route) { routes_[destination] = route; }
+  void set_default_route(ns3::Ptr<ns3::Ipv4Route> route) { default_route_ = route; }
+
+  ns3::Ptr<ns3::Ipv4Route> RouteOutput(ns3::Ptr<ns3::Packet>, const ns3::Ipv4Header& header,
+                                       ns3::Ptr<ns3::NetDevice>, ns3::Socket::SocketErrno& error) override {
+    ns3::Ptr<ns3::Ipv4Route> route = route_to(header.GetDestination().Get());
+    error = route ? ns3::Socket::ERROR_NOTERROR : ns3::Socket::ERROR_NOROUTETOHOST;
+    return route;
+  }
+
+  bool RouteInput(ns3::Ptr<const ns3::Packet> packet, const ns3::Ipv4Header& header,
+                  ns3::Ptr<const ns3::NetDevice> input_device, UnicastForwardCallback forward,
+                  MulticastForwardCallback, LocalDeliverCallback deliver, ErrorCallback) override {
+    const uint32_t destination = header.GetDestination().Get();
+    if (own_addresses_.count(destination) != 0) {
+      deliver(packet, header, ipv4_->GetInterfaceForDevice(input_device));
+      return true;
+    }
+    ns3::Ptr<ns3::Ipv4Route> route = route_to(destination);
+    if (!route) return false;  // dropped, as static routing drops what it has no route for
+    forward(route, packet, header);
+    return true;
+  }
+
+  void NotifyInterfaceUp(uint32_t) override {}
+  void NotifyInterfaceDown(uint32_t) override {}
+  void NotifyAddAddress(uint32_t, ns3::Ipv4InterfaceAddress address) override {
+    own_addresses_.insert(address.GetLocal().Get());
+  }
+  void NotifyRemoveAddress(uint32_t, ns3::Ipv4InterfaceAddress address) override {
+    own_addresses_.erase(address.GetLocal().Get());
+  }
+  void SetIpv4(ns3::Ptr<ns3::Ipv4> ipv4) override {
+    ipv4_ = ipv4;
+    own_addresses_.clear();
+    for (uint32_t interface = 0; interface < ipv4->GetNInterfaces(); ++interface) {
+      for (uint32_t i = 0; i < ipv4->GetNAddresses(interface); ++i)
+        own_addresses_.insert(ipv4->GetAddress(interface, i).GetLocal().Get());
+    }
+  }
+  void PrintRoutingTable(ns3::Ptr<ns3::OutputStreamWrapper> stream, ns3::Time::Unit) const override {
+    *stream->GetStream() << "FabricRouting: " << routes_.size() << " host routes"
+                         << (default_route_ ? " and a default route\n" : "\n");
+  }
+
+ private:
+  ns3::Ptr<ns3::Ipv4Route> route_to(uint32_t destination) const {
+    const auto it = routes_.find(destination);
+    return it != routes_.end() ? it->second : default_route_;
+  }
+
+  ns3::Ptr<ns3::Ipv4> ipv4_;
+  std::unordered_map<uint32_t, ns3::Ptr<ns3::Ipv4Route>> routes_;
+  ns3::Ptr<ns3::Ipv4Route> default_route_;
+  std::unordered_set<uint32_t> own_addresses_;
+};
+
 class PacketNetwork final : public Network {
  public:
   PacketNetwork(const TopologySpec& topology, const PacketOptions& options, NetworkHandler& handler)
       : topology_(topology), options_(options), handler_(handler) {
     ns3::Simulator::Destroy();
+    reset_endpoint_memo();
     ns3::Ipv4AddressGenerator::Reset();  // addresses are global to the process; every run starts afresh
     set_defaults();
     build();
@@ -91,6 +165,7 @@ class PacketNetwork final : public Network {
   ~PacketNetwork() override {
     connections_.clear();
     ns3::Simulator::Destroy();
+    reset_endpoint_memo();  // the demultiplexers it points into are gone
   }
 
   int64_t now_ns() const override { return ns3_now_ns(); }
@@ -309,6 +384,37 @@ class PacketNetwork final : public Network {
     address_to_slot_[registry_address] = hosts;
     static_routing.GetStaticRouting(registry.node->GetObject<ns3::Ipv4>())
         ->SetDefaultRoute(ns3::Ipv4Address(registry_address + 1), 1);
+    for (const auto& node : switches_) install_fabric_routing(node);
+  }
+
+  // Replaces a switch's static routing by the same routes in a FabricRouting: one route per host it reaches
+  // without its default route (a ToR: its rack; the spine: every host), the default route for the rest.
+  void install_fabric_routing(ns3::Ptr<ns3::Node> node) {
+    ns3::Ptr<ns3::Ipv4> ipv4 = node->GetObject<ns3::Ipv4>();
+    ns3::Ptr<ns3::Ipv4RoutingProtocol> current = ipv4->GetRoutingProtocol();
+    auto route_to = [&](uint32_t address) {
+      ns3::Ipv4Header header;
+      header.SetDestination(ns3::Ipv4Address(address));
+      ns3::Socket::SocketErrno error = ns3::Socket::ERROR_NOTERROR;
+      return current->RouteOutput(nullptr, header, nullptr, error);
+    };
+    ns3::Ptr<FabricRouting> fabric = ns3::CreateObject<FabricRouting>();
+    ns3::Ptr<ns3::Ipv4StaticRouting> table = ns3::DynamicCast<ns3::Ipv4StaticRouting>(current);
+    ns3::Ptr<ns3::Ipv4Route> fallback;
+    for (uint32_t i = 0; table && i < table->GetNRoutes(); ++i) {
+      const ns3::Ipv4RoutingTableEntry entry = table->GetRoute(i);
+      if (entry.IsDefault()) fallback = route_to(0xC6336401u);  // 198.51.100.1: nothing here but the default
+    }
+    if (fallback) fabric->set_default_route(fallback);
+    for (const Host& host : hosts_) {
+      ns3::Ptr<ns3::Ipv4Route> route = route_to(host.address.Get());
+      if (!route) continue;
+      if (fallback && route->GetOutputDevice() == fallback->GetOutputDevice() &&
+          route->GetGateway() == fallback->GetGateway())
+        continue;
+      fabric->add_route(host.address.Get(), route);
+    }
+    ipv4->SetRoutingProtocol(fabric);
   }
 
   void open_sockets() {

@@ -299,7 +299,7 @@ void parse_options(const Json& json, Scenario& scenario) {
     scenario.flow.recompute_quantum_ns =
         static_cast<int64_t>(number(flow, "flow", "quantum_us", 0, 0, 1e6) * 1e3);
     scenario.flow.progress_interval_ns =
-        static_cast<int64_t>(number(flow, "flow", "progress_interval_ms", 1000, 1, 1e6) * 1e6);
+        static_cast<int64_t>(number(flow, "flow", "progress_interval_ms", 2000, 1, 1e6) * 1e6);
   }
   if (json.contains("packet")) {
     const Json& packet = json.at("packet");

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "simulator/src/cluster.h"
+#include "simulator/src/ns3_endpoint_memo.h"
 #include "simulator/src/report.h"
 #include "simulator/src/scenario.h"
 
@@ -123,6 +124,28 @@ TEST(SimCiTest, SameSeedSameJson) {
   const ModeSpec& packet_mode = mode(small, ModeBase::kPeerd);
   EXPECT_EQ(to_json({run_mode(small, packet_mode, Fidelity::kPacket)}),
             to_json({run_mode(small, packet_mode, Fidelity::kPacket)}));
+}
+
+// ns3_endpoint_memo.cc answers ns-3's TCP endpoint lookups from a memo; a run with it must be the very run
+// ns-3's own linear scan gives, connection churn and dying nodes included.
+TEST(SimCiTest, EndpointMemoChangesNoResult) {
+  Scenario scenario = load("ci-packet-20.json");
+  scenario.layers = {Layer{"memo/layer0", 24u << 20}};
+  scenario.faults.kills = {KillFault{3, 0.05}};
+  const ModeSpec& peerd = mode(scenario, ModeBase::kPeerd);
+  struct MemoOn {
+    ~MemoOn() { set_endpoint_memo_enabled(true); }
+  } restore;
+  set_endpoint_memo_enabled(false);
+  const RunResult scan = run_mode(scenario, peerd, Fidelity::kPacket);
+  set_endpoint_memo_enabled(true);
+  const EndpointMemoStats before = endpoint_memo_stats();
+  const RunResult memo = run_mode(scenario, peerd, Fidelity::kPacket);
+  const EndpointMemoStats after = endpoint_memo_stats();
+  EXPECT_EQ(to_json({scan}), to_json({memo}));
+  EXPECT_EQ(summarize(memo).nodes_killed, 3u);
+  // The memo answered most segments (each connection misses once per direction, then hits).
+  EXPECT_GT(after.hits - before.hits, 10 * (after.misses - before.misses));
 }
 
 // Nodes die mid-pull: the survivors all complete (the engine moves to the next-ranked owners and the member
