@@ -164,6 +164,7 @@ class Cluster final : public NetworkHandler {
     bool slow = false;
     std::optional<Instant> engine_wakeup;
     std::optional<Instant> dht_wakeup;
+    bool dht_input = false;  // the DHT was given input since its output was last drained
     std::unordered_map<uint64_t, RequestId> request_by_fetch;         // FetchId -> request
     std::unordered_map<uint64_t, RequestId> request_by_serve;         // ServeId -> request
     std::unordered_map<uint64_t, std::pair<size_t, uint64_t>> reads;  // ReadId -> (item, length)
@@ -403,7 +404,9 @@ void Cluster::drive(Node& node) {
     if (!any) break;
   }
   arm_engine(node);
-  flush_dht(node);
+  // The DHT has new output only when the engine gave it input (flush_dht's timer and datagram paths cover
+  // the rest); asking it on every engine interaction cost 8 % of a 10 000-node run.
+  if (node.dht_input) flush_dht(node);
 }
 
 void Cluster::report_progress() const {
@@ -419,6 +422,8 @@ void Cluster::report_progress() const {
 
 void Cluster::flush_dht(Node& node) {
   if (!node.alive) return;
+  node.dht_input = false;
+  if (progress_ && ++drives_ % 16384 == 0) report_progress();
   while (auto transmit = node.dht->poll_transmit()) {
     const auto destination = node_by_endpoint_.find(transmit->destination);
     if (destination == node_by_endpoint_.end()) continue;  // not a simulated node: nothing to reach
@@ -474,25 +479,31 @@ void Cluster::arm_dht(Node& node) {
 // Every action kind has its own overload: an action the core adds later fails to compile here rather than
 // being dropped silently.
 void Cluster::on_action(Node& node, transfer::Action& action) {
-  std::visit(
-      Overloaded{
-          [&](const transfer::StartFetch& start) { start_fetch(node, start); },
-          [&](const transfer::CancelFetch& cancel) {
-            const auto it = node.request_by_fetch.find(cancel.fetch.value);
-            if (it == node.request_by_fetch.end()) return;
-            const RequestId request = it->second;
-            node.request_by_fetch.erase(it);
-            client_requests_.erase(request);
-            network_->cancel_request(request);
-          },
-          [&](const transfer::FindProviders& find) {
-            node.dht->find_providers(now(), find.key, kProvidersWant);
-          },
-          [&](const transfer::Provide& provide) { node.dht->provide(now(), provide.key, Duration::zero()); },
-          [&](const transfer::Withdraw& withdraw) { node.dht->withdraw(withdraw.key); },
-          [&](const transfer::VerifyContent& verify_content) { verify(node, verify_content.content); },
-      },
-      action);
+  std::visit(Overloaded{
+                 [&](const transfer::StartFetch& start) { start_fetch(node, start); },
+                 [&](const transfer::CancelFetch& cancel) {
+                   const auto it = node.request_by_fetch.find(cancel.fetch.value);
+                   if (it == node.request_by_fetch.end()) return;
+                   const RequestId request = it->second;
+                   node.request_by_fetch.erase(it);
+                   client_requests_.erase(request);
+                   network_->cancel_request(request);
+                 },
+                 [&](const transfer::FindProviders& find) {
+                   node.dht->find_providers(now(), find.key, kProvidersWant);
+                   node.dht_input = true;
+                 },
+                 [&](const transfer::Provide& provide) {
+                   node.dht->provide(now(), provide.key, Duration::zero());
+                   node.dht_input = true;
+                 },
+                 [&](const transfer::Withdraw& withdraw) {
+                   node.dht->withdraw(withdraw.key);
+                   node.dht_input = true;
+                 },
+                 [&](const transfer::VerifyContent& verify_content) { verify(node, verify_content.content); },
+             },
+             action);
 }
 
 void Cluster::start_fetch(Node& node, const transfer::StartFetch& start) {
