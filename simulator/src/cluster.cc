@@ -78,6 +78,7 @@ transfer::EngineOptions mode_options(ModeBase base, const EngineOverrides& scena
       if (key == "prefetch_workers") options.prefetch_workers = count;
       if (key == "read_window_chunks") options.read_window_chunks = count;
       if (key == "owner_ranks_max") options.owner_ranks_max = count;
+      if (key == "serves_inflight_max") options.serves_inflight_max = count;
       if (key == "fetch_attempts_max") options.fetch_attempts_max = count;
       if (key == "hedge_enabled") options.hedge_enabled = value != 0;
       if (key == "lookup_before_upstream") options.lookup_before_upstream = value != 0;
@@ -1090,6 +1091,7 @@ RunResult Cluster::collect() {
     totals.stalls += stats.stalls;
     totals.serves += stats.serves_ready;
     totals.serves_joined += stats.serves_joined;
+    totals.serves_refused += stats.serves_refused;
     totals.lookups += stats.lookups_started;
     totals.provides += stats.provides;
     totals.bans += stats.peers_banned;

@@ -51,6 +51,7 @@ struct EngineTotals {
   uint64_t stalls = 0;
   uint64_t serves = 0;
   uint64_t serves_joined = 0;
+  uint64_t serves_refused = 0;  // over serves_inflight_max, or bad requests
   uint64_t lookups = 0;
   uint64_t provides = 0;
   uint64_t bans = 0;

@@ -215,6 +215,7 @@ std::string format_table(const std::vector<RunResult>& runs) {
     if (run.engine.integrity_failures > 0)
       note += " integrity_failures=" + std::to_string(run.engine.integrity_failures);
     if (run.engine.owner_timeouts > 0) note += " owner_timeouts=" + std::to_string(run.engine.owner_timeouts);
+    if (run.engine.serves_refused > 0) note += " serves_refused=" + std::to_string(run.engine.serves_refused);
     if (note.empty()) continue;
     if (!notes) out += "notes:\n";
     notes = true;
@@ -275,6 +276,7 @@ std::string to_json(const std::vector<RunResult>& runs) {
                       {"stalls", run.engine.stalls},
                       {"serves", run.engine.serves},
                       {"serves_joined", run.engine.serves_joined},
+                      {"serves_refused", run.engine.serves_refused},
                       {"lookups", run.engine.lookups},
                       {"provides", run.engine.provides},
                       {"bans", run.engine.bans},

@@ -22,7 +22,7 @@ constexpr size_t kModesMax = 16;
 constexpr uint64_t kMebibyte = 1024 * 1024;
 constexpr uint32_t kRandomConcurrencyMax = 256;  // peerd-random's --concurrency limit
 
-constexpr std::array<std::string_view, 17> kEngineKeys = {
+constexpr std::array<std::string_view, 18> kEngineKeys = {
     "chunk_kib",
     "fetches_inflight_max",
     "per_peer_fetches_max",
@@ -40,6 +40,7 @@ constexpr std::array<std::string_view, 17> kEngineKeys = {
     "hedge_floor_ms",
     "lookup_timeout_ms",
     "providers_ttl_s",
+    "serves_inflight_max",
 };
 
 // Errors carry the JSON path of the offending value.
