@@ -224,7 +224,7 @@ class Cluster final : public NetworkHandler {
 
   // Core driving.
   void drive(Node& node);
-  void report_progress() const;
+  void maybe_report_progress();
   void flush_dht(Node& node);
   void arm_engine(Node& node);
   void arm_dht(Node& node);
@@ -260,7 +260,7 @@ class Cluster final : public NetworkHandler {
   const ModeSpec& mode_;
   Fidelity fidelity_;
   const ProgressCallback& progress_;
-  uint64_t drives_ = 0;
+  uint64_t interactions_ = 0;
   bool peers_enabled_;
   transfer::EngineOptions engine_options_;
   std::unique_ptr<Network> network_;
@@ -390,7 +390,7 @@ RunResult Cluster::run() {
 
 void Cluster::drive(Node& node) {
   if (!node.alive) return;
-  if (progress_ && ++drives_ % 16384 == 0) report_progress();
+  maybe_report_progress();
   for (;;) {
     bool any = false;
     while (auto action = node.engine->poll_action()) {
@@ -410,11 +410,13 @@ void Cluster::drive(Node& node) {
   if (node.dht_input) flush_dht(node);
 }
 
-void Cluster::report_progress() const {
+// Every 16 384 core interactions, not on a clock, so the run stays deterministic.
+void Cluster::maybe_report_progress() {
+  if (!progress_ || ++interactions_ % 16384 != 0) return;
   RunProgress progress;
   const Instant time = now();
   progress.measuring = time >= measure_start_;
-  progress.simulated_seconds = ((progress.measuring ? time - measure_start_ : time - Instant{})).as_seconds();
+  progress.simulated_seconds = (progress.measuring ? time - measure_start_ : time - Instant{}).as_seconds();
   progress.nodes = static_cast<uint32_t>(nodes_.size());
   progress.nodes_finished = progress.measuring ? static_cast<uint32_t>(nodes_.size() - nodes_unfinished_) : 0;
   progress.events = network_->events_executed();
@@ -424,7 +426,7 @@ void Cluster::report_progress() const {
 void Cluster::flush_dht(Node& node) {
   if (!node.alive) return;
   node.dht_input = false;
-  if (progress_ && ++drives_ % 16384 == 0) report_progress();
+  maybe_report_progress();
   while (auto transmit = node.dht->poll_transmit()) {
     const auto destination = node_by_endpoint_.find(transmit->destination);
     if (destination == node_by_endpoint_.end()) continue;  // not a simulated node: nothing to reach

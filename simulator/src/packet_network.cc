@@ -399,12 +399,8 @@ class PacketNetwork final : public Network {
       return current->RouteOutput(nullptr, header, nullptr, error);
     };
     ns3::Ptr<FabricRouting> fabric = ns3::CreateObject<FabricRouting>();
-    ns3::Ptr<ns3::Ipv4StaticRouting> table = ns3::DynamicCast<ns3::Ipv4StaticRouting>(current);
-    ns3::Ptr<ns3::Ipv4Route> fallback;
-    for (uint32_t i = 0; table && i < table->GetNRoutes(); ++i) {
-      const ns3::Ipv4RoutingTableEntry entry = table->GetRoute(i);
-      if (entry.IsDefault()) fallback = route_to(0xC6336401u);  // 198.51.100.1: nothing here but the default
-    }
+    // 198.51.100.1 (TEST-NET-2) is in no network of the plan: only a default route reaches it.
+    const ns3::Ptr<ns3::Ipv4Route> fallback = route_to(0xC6336401u);
     if (fallback) fabric->set_default_route(fallback);
     for (const Host& host : hosts_) {
       ns3::Ptr<ns3::Ipv4Route> route = route_to(host.address.Get());
