@@ -159,14 +159,7 @@ class ApiClientTest : public ::testing::Test {
     ASSERT_TRUE(server_.start());
   }
 
-  ApiConfig config() const {
-    ApiConfig config;
-    config.server = server_.url();
-    config.ca_pem = server_.ca_pem();
-    config.token = "test-token";
-    config.namespace_name = "ns";
-    return config;
-  }
+  ApiConfig config() const { return server_.client_config("ns"); }
 
   static ApiClientOptions fast_options() {
     ApiClientOptions options;

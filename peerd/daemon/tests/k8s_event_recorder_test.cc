@@ -40,14 +40,7 @@ class EventRecorderTest : public ::testing::Test {
     ASSERT_TRUE(server_.start());
   }
 
-  ApiConfig config() const {
-    ApiConfig config;
-    config.server = server_.url();
-    config.ca_pem = server_.ca_pem();
-    config.token = "test-token";
-    config.namespace_name = "peerd-ns";
-    return config;
-  }
+  ApiConfig config() const { return server_.client_config("peerd-ns"); }
 
   std::unique_ptr<ApiClient> client() const {
     ApiClientOptions options;

@@ -29,6 +29,8 @@
 #include <boost/beast/http.hpp>
 #include <nlohmann/json.hpp>
 
+#include "peerd/daemon/k8s/api_client.h"
+
 namespace peerd::daemon::testing {
 
 struct TestCertificates {
@@ -195,6 +197,15 @@ class FakeApiServer {
   const std::string& address() const { return address_; }
   std::string url() const { return "https://" + address_ + ":" + std::to_string(port_); }
   const std::string& ca_pem() const { return certificates_.ca_pem; }
+  // What a peerd in `namespace_name` is configured with to reach this server.
+  k8s::ApiConfig client_config(const std::string& namespace_name) const {
+    k8s::ApiConfig config;
+    config.server = url();
+    config.ca_pem = ca_pem();
+    config.token = "test-token";
+    config.namespace_name = namespace_name;
+    return config;
+  }
 
   std::vector<RecordedRequest> requests() const {
     std::lock_guard lock(mutex_);

@@ -27,14 +27,7 @@ class LeaseTest : public ::testing::Test {
  protected:
   void SetUp() override { ASSERT_TRUE(server_.start()); }
 
-  ApiConfig config() const {
-    ApiConfig config;
-    config.server = server_.url();
-    config.ca_pem = server_.ca_pem();
-    config.token = "test-token";
-    config.namespace_name = "peerd-ns";
-    return config;
-  }
+  ApiConfig config() const { return server_.client_config("peerd-ns"); }
 
   LeaseOptions options(const std::string& identity) const {
     LeaseOptions options;
