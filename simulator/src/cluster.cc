@@ -77,6 +77,8 @@ transfer::EngineOptions mode_options(ModeBase base, const EngineOverrides& scena
       if (key == "upstream_fetches_max") options.upstream_fetches_max = count;
       if (key == "prefetch_workers") options.prefetch_workers = count;
       if (key == "read_window_chunks") options.read_window_chunks = count;
+      if (key == "members_per_window_chunk") options.members_per_window_chunk = count;
+      if (key == "read_window_chunks_max") options.read_window_chunks_max = count;
       if (key == "owner_ranks_max") options.owner_ranks_max = count;
       if (key == "serves_inflight_max") options.serves_inflight_max = count;
       if (key == "fetch_attempts_max") options.fetch_attempts_max = count;
@@ -1094,6 +1096,7 @@ RunResult Cluster::collect() {
     totals.serves += stats.serves_ready;
     totals.serves_joined += stats.serves_joined;
     totals.serves_refused += stats.serves_refused;
+    totals.owner_busy_retries += stats.owner_busy_retries;
     totals.lookups += stats.lookups_started;
     totals.provides += stats.provides;
     totals.bans += stats.peers_banned;

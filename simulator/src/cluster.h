@@ -51,7 +51,8 @@ struct EngineTotals {
   uint64_t stalls = 0;
   uint64_t serves = 0;
   uint64_t serves_joined = 0;
-  uint64_t serves_refused = 0;  // over serves_inflight_max, or bad requests
+  uint64_t serves_refused = 0;      // over serves_inflight_max, or bad requests
+  uint64_t owner_busy_retries = 0;  // fetch-through asks repeated after such a refusal
   uint64_t lookups = 0;
   uint64_t provides = 0;
   uint64_t bans = 0;

@@ -216,6 +216,8 @@ std::string format_table(const std::vector<RunResult>& runs) {
       note += " integrity_failures=" + std::to_string(run.engine.integrity_failures);
     if (run.engine.owner_timeouts > 0) note += " owner_timeouts=" + std::to_string(run.engine.owner_timeouts);
     if (run.engine.serves_refused > 0) note += " serves_refused=" + std::to_string(run.engine.serves_refused);
+    if (run.engine.owner_busy_retries > 0)
+      note += " owner_busy_retries=" + std::to_string(run.engine.owner_busy_retries);
     if (note.empty()) continue;
     if (!notes) out += "notes:\n";
     notes = true;
@@ -277,6 +279,7 @@ std::string to_json(const std::vector<RunResult>& runs) {
                       {"serves", run.engine.serves},
                       {"serves_joined", run.engine.serves_joined},
                       {"serves_refused", run.engine.serves_refused},
+                      {"owner_busy_retries", run.engine.owner_busy_retries},
                       {"lookups", run.engine.lookups},
                       {"provides", run.engine.provides},
                       {"bans", run.engine.bans},

@@ -22,13 +22,15 @@ constexpr size_t kModesMax = 16;
 constexpr uint64_t kMebibyte = 1024 * 1024;
 constexpr uint32_t kRandomConcurrencyMax = 256;  // peerd-random's --concurrency limit
 
-constexpr std::array<std::string_view, 18> kEngineKeys = {
+constexpr std::array<std::string_view, 20> kEngineKeys = {
     "chunk_kib",
     "fetches_inflight_max",
     "per_peer_fetches_max",
     "upstream_fetches_max",
     "prefetch_workers",
     "read_window_chunks",
+    "members_per_window_chunk",
+    "read_window_chunks_max",
     "owner_ranks_max",
     "fetch_attempts_max",
     "hedge_enabled",

@@ -227,6 +227,59 @@ TEST(TransferEngine, ChunksGoToTheirRendezvousOwner) {
   for (const auto& start : upstream) EXPECT_TRUE(start.source.is_upstream());
 }
 
+// Which chunks a node asks for first, of a cold 512-chunk read among `member_count` members (self included).
+std::vector<uint64_t> first_chunk_requests(uint64_t self_seed, uint64_t member_count) {
+  EngineOptions options;
+  options.self = make_peer(self_seed);
+  options.fetches_inflight_max = 16;
+  Driver driver(options);
+  std::vector<Peer> members{options.self};
+  for (uint64_t seed = 1000; members.size() < member_count; ++seed) members.push_back(make_peer(seed));
+  driver.engine.handle_membership(driver.now, members);
+  const ContentRef ref{blob("spread"), 512 * kChunk, true};
+  EXPECT_TRUE(driver.engine.read(driver.now, ref, 0, 512 * kChunk - 1).ok());
+  driver.answer_lookups();  // the blob lookup: cold
+  std::vector<uint64_t> indexes;
+  for (const auto& start : driver.take_actions<StartFetch>()) indexes.push_back(start.chunk.index);
+  std::sort(indexes.begin(), indexes.end());
+  return indexes;
+}
+
+// A small cluster takes a read's chunks in order. In a large one every node asking for the same first chunks
+// would queue N requests at each of a few owners, so the window widens (members / 8 chunks) and each node
+// takes it in its own order; the read still completes.
+TEST(TransferEngine, LargeClusterSpreadsAWidenedWindowPerNode) {
+  for (const uint64_t seed : {1, 2}) {
+    const auto small = first_chunk_requests(seed, 33);  // window 64: not widened
+    ASSERT_GE(small.size(), 14u);
+    EXPECT_LT(small.back(), 20u)
+        << "in order, but for the few chunks this node owns (looked up, not fetched)";
+  }
+  const auto one = first_chunk_requests(1, 1025);  // window 128
+  const auto two = first_chunk_requests(2, 1025);
+  ASSERT_EQ(one.size(), 16u);
+  ASSERT_EQ(two.size(), 16u);
+  EXPECT_LT(one.back(), 128u);
+  EXPECT_GE(one.back(), 32u);
+  EXPECT_NE(one, two);
+
+  // Delivering whatever is asked for completes the read: no chunk is left behind by later ones.
+  EngineOptions options;
+  options.fetches_inflight_max = 16;
+  Driver driver(options);
+  std::vector<Peer> members{driver.engine.options().self};
+  for (uint64_t seed = 1000; members.size() < 1025; ++seed) members.push_back(make_peer(seed));
+  driver.engine.handle_membership(driver.now, members);
+  EXPECT_EQ(driver.engine.read_window(), 128u);
+  const ContentRef ref{blob("spread"), 512 * kChunk, true};
+  ASSERT_TRUE(driver.engine.read(driver.now, ref, 0, 512 * kChunk - 1).ok());
+  for (int round = 0; round < 2000 && driver.take_events<ReadComplete>().empty(); ++round) {
+    driver.answer_lookups();
+    for (const auto& start : driver.take_actions<StartFetch>()) driver.deliver(start);
+  }
+  EXPECT_EQ(driver.engine.stats().reads_completed, 1u);
+}
+
 // A fetch-through ask to an owner that lacks the chunk makes it fetch from the upstream once: concurrent asks
 // for the same chunk join that fetch (single-flight) and are all answered when it lands.
 TEST(TransferEngine, OwnerServesFetchThroughSingleFlight) {
@@ -319,6 +372,53 @@ TEST(TransferEngine, SlowOwnerFallsBackToNextOwnerThenUpstream) {
 }
 
 // A plain fetch from a holder that has not produced its first byte within the hedge delay gets a second
+// An owner that refuses (503: its serve limit) is busy, not gone: the ask is repeated after a growing,
+// jittered backoff, not sent to the next owner and then the upstream; only after owner_busy_retries_max
+// refusals does the job move on. The refusals do not use up the job's fetch attempts.
+TEST(TransferEngine, BusyOwnerIsAskedAgainLater) {
+  EngineOptions options;
+  options.owner_busy_retries_max = 3;
+  options.fetch_attempts_max = 2;
+  options.lookup_before_upstream = false;
+  Driver driver(options);
+  std::vector<Peer> members{driver.engine.options().self};
+  for (uint64_t seed = 2; seed < 40; ++seed) members.push_back(make_peer(seed));
+  driver.engine.handle_membership(driver.now, members);
+  const ContentId id = blob("busy");
+  uint64_t index = 0;
+  for (;; ++index) {
+    const auto owners = driver.engine.owners_of(ChunkKey{id, index, kChunk}, 2);
+    if (owners[0] != driver.engine.options().self.id && owners[1] != driver.engine.options().self.id) break;
+  }
+  const auto owners = driver.engine.owners_of(ChunkKey{id, index, kChunk}, 2);
+  ASSERT_TRUE(driver.engine.read(driver.now, ContentRef{id, 64 * kChunk, true}, index * kChunk, 10).ok());
+  driver.answer_lookups();
+  auto ask = driver.take_actions<StartFetch>();
+  const Duration step = driver.engine.options().owner_busy_backoff;
+  for (uint32_t refusal = 1; refusal <= 3; ++refusal) {
+    ASSERT_EQ(ask.size(), 1u);
+    EXPECT_EQ(ask[0].source.peer.id, owners[0]);
+    driver.engine.handle_fetch_failed(driver.now, ask[0].fetch, FetchFailure::kRefused);
+    EXPECT_TRUE(driver.take_actions<StartFetch>().empty()) << "no immediate retry, no other source";
+    const Duration backoff = step * (int64_t{1} << (refusal - 1));
+    driver.advance(backoff - Duration::microseconds(1));  // the backoff is at least the step
+    EXPECT_TRUE(driver.take_actions<StartFetch>().empty());
+    driver.advance(backoff + Duration::microseconds(1));  // and less than twice the step
+    ask = driver.take_actions<StartFetch>();
+  }
+  EXPECT_EQ(driver.engine.stats().owner_busy_retries, 3u);
+  ASSERT_EQ(ask.size(), 1u);
+  EXPECT_EQ(ask[0].source.peer.id, owners[0]);
+  driver.engine.handle_fetch_failed(driver.now, ask[0].fetch, FetchFailure::kRefused);
+  auto next = driver.take_actions<StartFetch>();
+  ASSERT_EQ(next.size(), 1u);
+  EXPECT_EQ(next[0].source.peer.id, owners[1]);
+  EXPECT_TRUE(next[0].fetch_through);
+  driver.deliver(next[0]);
+  EXPECT_EQ(driver.take_events<ReadComplete>().size(), 1u);
+  EXPECT_EQ(driver.engine.stats().fetches_to_upstream, 0u);
+}
+
 // request at another holder; the first to answer wins and the other is cancelled.
 TEST(TransferEngine, HedgesSlowFirstByteAndCancelsTheLoser) {
   EngineOptions options;

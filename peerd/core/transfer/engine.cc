@@ -111,6 +111,7 @@ Engine::Engine(EngineOptions options, ChunkStore& store) : options_(options), st
   options_.peers_max = std::max<uint32_t>(options_.peers_max, 2);
   peers_.push_back(PeerRecord{});  // kUpstream
   self_peer_ = intern_peer(options_.self);
+  self_hash64_ = id_hash64(options_.self.id);
   members_ = MemberList::build({}, 0);
 }
 
@@ -451,12 +452,30 @@ Result<ReadId, ReadError> Engine::read(Instant now, const ContentRef& ref, uint6
   return id;
 }
 
+uint64_t Engine::read_window() const {
+  uint64_t window = options_.read_window_chunks;
+  if (options_.members_per_window_chunk > 0) {
+    const uint64_t widened = members_->size() / options_.members_per_window_chunk;
+    window = std::max(window, std::min<uint64_t>(widened, options_.read_window_chunks_max));
+  }
+  return window;
+}
+
 void Engine::extend_window(Instant now, uint32_t slot) {
   ReadState& read = reads_[slot];
-  const uint64_t target = std::min(read.last + 1, read.cursor + options_.read_window_chunks);
+  const uint64_t window = read_window();
+  const uint64_t target = std::min(read.last + 1, read.cursor + window);
+  // In a small cluster every node taking the chunks in order is best: the owners' upstream fetches follow one
+  // another. In a widened window (a large cluster) it would send all N nodes to the same few owners at once,
+  // so each chunk is instead dispatched up to a window later than its place, by a hash of this node and the
+  // chunk: a synchronised pull spreads over the window's owners, and the read still advances (a chunk waits
+  // at most a window behind chunks created after it).
+  const bool spread = window > options_.read_window_chunks;
+  const uint64_t content_hash = contents_[read.content].hash64;
   for (uint64_t index = read.window_end; index < target; ++index) {
-    if (!contents_[read.content].chunks[index].present)
-      ensure_job(now, read.content, index, Priority::kDemand);
+    if (contents_[read.content].chunks[index].present) continue;
+    const uint64_t delay = spread ? mix64(self_hash64_ ^ chunk_hash64(content_hash, index)) % window : 0;
+    ensure_job(now, read.content, index, Priority::kDemand, delay);
   }
   read.window_end = std::max(read.window_end, target);
 }
@@ -542,7 +561,8 @@ void Engine::release_read(Instant now, ReadId id) {
 
 // ---- Jobs ----
 
-uint32_t Engine::ensure_job(Instant now, uint32_t content_slot, uint64_t index, Priority priority) {
+uint32_t Engine::ensure_job(Instant now, uint32_t content_slot, uint64_t index, Priority priority,
+                            uint64_t dispatch_delay) {
   ContentState& content = contents_[content_slot];
   ChunkInfo& chunk = content.chunks[index];
   if (chunk.job != kNone) {
@@ -562,7 +582,7 @@ uint32_t Engine::ensure_job(Instant now, uint32_t content_slot, uint64_t index, 
   job.length_bytes = chunk_length(content, index);
   job.priority = priority;
   job.created_at = now;
-  job.sequence = ++queue_sequence_;
+  job.sequence = ++queue_sequence_ + dispatch_delay;
   chunk.job = slot;
   ++content.jobs;
   ++jobs_active_;
@@ -1110,6 +1130,31 @@ void Engine::fetch_failed(Instant now, uint32_t slot, FetchFailure failure, bool
   const uint32_t job_slot = fetch.job;
   const uint32_t source = fetch.source;
   Job& job = jobs_[job_slot];
+  // A refusal (not a timeout) from an owner before any byte: it is busy, not gone. Ask it again later.
+  const bool owner_busy = failure == FetchFailure::kRefused && !timed_out && fetch.owner_rank != kNone &&
+                          fetch.received == 0 && job.owner_busy_refusals < options_.owner_busy_retries_max;
+  if (owner_busy) {
+    ++stats_.fetches_failed;
+    ++stats_.owner_busy_retries;
+    --job.attempts;  // bounded by owner_busy_retries_max instead
+    const uint32_t refusals = ++job.owner_busy_refusals;
+    end_fetch(slot);
+    if (job.fetch_primary == kNone && job.fetch_hedge != kNone) {
+      job.fetch_primary = job.fetch_hedge;
+      job.fetch_hedge = kNone;
+    }
+    if (job.fetch_primary != kNone) return;  // the hedge carries on
+    // Doubling, and spread over [1, 2) x the step by a hash of this node and the chunk, so refused nodes do
+    // not come back all at once.
+    const int64_t step = options_.owner_busy_backoff.micros << std::min<uint32_t>(refusals - 1, 6);
+    const uint64_t spread =
+        mix64(self_hash64_ ^ chunk_hash64(contents_[job.content].hash64, job.index) ^ refusals);
+    const int64_t backoff = step + static_cast<int64_t>(spread % uint64_t(std::max<int64_t>(step, 1)));
+    job.state = JobState::kBackoff;
+    push_timer(now + Duration::microseconds(backoff), TimerKind::kRetry, job_slot,
+               jobs_.generations[job_slot]);
+    return;
+  }
   if (fetch.received > 0) {
     // Only the winning fetch ever receives bytes, so the chunk's prefix is exactly this fetch's.
     job.received_bytes = fetch.begin + fetch.received;
@@ -1604,6 +1649,8 @@ void Engine::handle_timeout(Instant now) {
       if (fetches_.live[timer.slot] && fetches_.generations[timer.slot] == timer.generation) {
         on_fetch_timer(now, timer.slot);
       }
+    } else if (timer.kind == TimerKind::kRetry) {
+      if (retry_timer_live(timer)) enqueue(timer.slot);
     } else if (lookups_.live[timer.slot] && lookups_.generations[timer.slot] == timer.generation &&
                lookups_[timer.slot].deadline <= now) {
       ++stats_.lookups_timed_out;
@@ -1613,12 +1660,26 @@ void Engine::handle_timeout(Instant now) {
   pump(now);
 }
 
+bool Engine::retry_timer_live(const Timer& timer) const {
+  return jobs_.live[timer.slot] && jobs_.generations[timer.slot] == timer.generation &&
+         jobs_[timer.slot].state == JobState::kBackoff;
+}
+
 std::optional<Instant> Engine::next_timeout() {
   while (!timers_.empty()) {
     const Timer& timer = timers_.top();
-    const bool live = timer.kind == TimerKind::kFetch
-                          ? fetches_.live[timer.slot] && fetches_.generations[timer.slot] == timer.generation
-                          : lookups_.live[timer.slot] && lookups_.generations[timer.slot] == timer.generation;
+    bool live = false;
+    switch (timer.kind) {
+      case TimerKind::kFetch:
+        live = fetches_.live[timer.slot] && fetches_.generations[timer.slot] == timer.generation;
+        break;
+      case TimerKind::kLookup:
+        live = lookups_.live[timer.slot] && lookups_.generations[timer.slot] == timer.generation;
+        break;
+      case TimerKind::kRetry:
+        live = retry_timer_live(timer);
+        break;
+    }
     if (live) return timer.at;
     timers_.pop();
   }
@@ -1649,7 +1710,7 @@ bool Engine::idle() const {
 namespace peerd::transfer {
 
 std::string Engine::debug_summary() const {
-  std::array<size_t, 5> by_state{};
+  std::array<size_t, 6> by_state{};
   size_t waiting_serves = 0;
   for (uint32_t slot = 0; slot < jobs_.items.size(); ++slot) {
     if (!jobs_.live[slot]) continue;
@@ -1658,8 +1719,8 @@ std::string Engine::debug_summary() const {
   }
   return "jobs queued=" + std::to_string(by_state[0]) + " parked=" + std::to_string(by_state[1]) +
          " lookup=" + std::to_string(by_state[2]) + " active=" + std::to_string(by_state[3]) +
-         " idle=" + std::to_string(by_state[4]) + " waiting_serves=" + std::to_string(waiting_serves) +
-         " fetches=" + std::to_string(fetches_active_) +
+         " idle=" + std::to_string(by_state[4]) + " backoff=" + std::to_string(by_state[5]) +
+         " waiting_serves=" + std::to_string(waiting_serves) + " fetches=" + std::to_string(fetches_active_) +
          " demand_fetches=" + std::to_string(demand_fetches_active_) +
          " lookups=" + std::to_string(lookups_active_) + " reads=" + std::to_string(reads_active_) +
          " serves=" + std::to_string(serves_active_) + " members=" + std::to_string(members_->size()) +

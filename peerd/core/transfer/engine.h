@@ -122,6 +122,12 @@ struct EngineOptions {
   uint32_t upstream_fetches_max = 16;  // towards the upstream
   uint32_t prefetch_workers = 0;       // background fetches of file blobs; 0 = no prefetch
   uint32_t read_window_chunks = 64;    // chunks ahead of a read's first missing chunk that get fetch jobs
+  // A synchronised cold pull asks each chunk's owner to send it to every reader (N x chunk / B per chunk),
+  // so the cluster's pace is the number of owners busy at once: about N x U / B are needed. The window
+  // widens to members / members_per_window_chunk chunks (at most read_window_chunks_max; 0 = never: enough
+  // for U / B = 1 / 8), and a widened window is taken in a per-node order (extend_window).
+  uint32_t members_per_window_chunk = 8;
+  uint32_t read_window_chunks_max = 1024;
 
   // Tables.
   uint32_t reads_inflight_max = 1024;
@@ -134,9 +140,14 @@ struct EngineOptions {
   uint32_t evictions_per_reserve_max = 64;
 
   // Source choice.
-  uint32_t owner_ranks_max = 2;           // ranked owners tried (fetch-through) before the owner path
-  uint32_t fetch_attempts_max = 12;       // sources tried for one chunk before its reads fail
-  uint32_t peer_failures_before_ban = 2;  // consecutive broken/stalled fetches
+  uint32_t owner_ranks_max = 2;  // ranked owners tried (fetch-through) before the owner path
+  // An owner that refuses a fetch-through ask (503: at serves_inflight_max) is asked again after a backoff
+  // (doubling from owner_busy_backoff, jittered per node) up to owner_busy_retries_max times before the
+  // next owner: skipping it would move the same load to the next owner and then to the upstream, where
+  // thousands of refused nodes cost the registry a copy each.
+  uint32_t owner_busy_retries_max = 8;
+  uint32_t fetch_attempts_max = 12;                      // sources tried for one chunk before its reads fail
+  uint32_t peer_failures_before_ban = 2;                 // consecutive broken/stalled fetches
   uint64_t peer_bytes_per_second_assumed = 100'000'000;  // speed of a peer never measured
   bool lookup_before_upstream = true;     // the owner path asks the DHT for the chunk before the upstream
   bool advertise_upstream_chunks = true;  // Provide the chunk key after fetching it from the upstream
@@ -148,6 +159,7 @@ struct EngineOptions {
   Duration owner_answer_timeout = Duration::seconds(1);
   uint32_t owner_answer_p90_factor = 4;
   Duration owner_fetch_timeout = Duration::seconds(30);
+  Duration owner_busy_backoff = Duration::milliseconds(250);
   Duration stall_timeout = Duration::seconds(3);  // no byte for this long: the fetch failed, resume elsewhere
   Duration departed_silence_timeout = Duration::milliseconds(500);  // see handle_membership
   Duration hedge_floor = Duration::milliseconds(20);  // hedge no sooner than this, however fast peers are
@@ -283,6 +295,7 @@ struct EngineStats {
   uint64_t hedges_won = 0;
   uint64_t resumes = 0;  // fetches that continued a chunk from a byte > 0
   uint64_t owner_timeouts = 0;
+  uint64_t owner_busy_retries = 0;  // fetch-through asks repeated after the owner refused (busy)
   uint64_t stalls = 0;
 
   uint64_t serves_ready = 0;
@@ -363,6 +376,8 @@ class Engine {
   size_t reads_active() const { return reads_active_; }
   size_t jobs_active() const { return jobs_active_; }
   size_t members() const { return members_->size(); }
+  // read_window_chunks widened with the member count (see members_per_window_chunk).
+  uint64_t read_window() const;
   // max(2 x p90 first-byte latency, hedge_floor).
   Duration hedge_delay();
   // max(owner_answer_timeout, owner_answer_p90_factor x p90 fetch-through answer latency).
@@ -540,7 +555,7 @@ class Engine {
     bool finished = false;  // ReadComplete or ReadFailed sent
   };
 
-  enum class JobState : uint8_t { kQueued, kParked, kLookup, kActive, kIdle };
+  enum class JobState : uint8_t { kQueued, kParked, kLookup, kActive, kIdle, kBackoff };
   enum class Priority : uint8_t { kServe = 0, kDemand = 1, kRepair = 1, kPrefetch = 2 };
 
   struct Job {
@@ -569,7 +584,8 @@ class Engine {
     uint32_t fetch_primary = kNone;
     uint32_t fetch_hedge = kNone;
     uint32_t attempts = 0;
-    uint64_t sequence = 0;  // creation order: FIFO within a priority, kept when a parked job wakes
+    uint32_t owner_busy_refusals = 0;
+    uint64_t sequence = 0;  // creation order (+ dispatch delay): FIFO within a priority, kept when it wakes
     uint64_t queue_key = 0;
     uint32_t parked_on = kNone;      // a peer, or kParkedOnHolders
     uint32_t woken_from = kNone;     // queued because a slot freed at this peer (see PeerRecord::woken)
@@ -614,7 +630,7 @@ class Engine {
     Instant deadline;
   };
 
-  enum class TimerKind : uint8_t { kFetch, kLookup };
+  enum class TimerKind : uint8_t { kFetch, kLookup, kRetry };
   struct Timer {
     Instant at;
     TimerKind kind = TimerKind::kFetch;
@@ -658,7 +674,9 @@ class Engine {
   void fail_reads_of(uint32_t content, ReadFailure failure);
 
   // Jobs.
-  uint32_t ensure_job(Instant now, uint32_t content, uint64_t index, Priority priority);
+  // dispatch_delay: queue positions this job goes behind jobs created after it (see extend_window).
+  uint32_t ensure_job(Instant now, uint32_t content, uint64_t index, Priority priority,
+                      uint64_t dispatch_delay = 0);
   void enqueue(uint32_t job);
   void dequeue(uint32_t job);
   bool job_wanted(const Job& job) const;
@@ -704,6 +722,7 @@ class Engine {
   void answer_serve(uint32_t serve, bool ready);
 
   void push_timer(Instant at, TimerKind kind, uint32_t slot, uint32_t generation);
+  bool retry_timer_live(const Timer& timer) const;
 
   EngineOptions options_;
   ChunkStore& store_;
@@ -715,6 +734,7 @@ class Engine {
   std::vector<PeerRecord> peers_;
   std::unordered_map<NodeId, uint32_t, NodeIdHash> peer_index_;
   uint32_t self_peer_ = kNone;
+  uint64_t self_hash64_ = 0;  // id_hash64 of options_.self.id
 
   // The member list, sorted by id, apart from peers_: an engine ranks every member for every chunk but
   // fetches from few of them, and a peer record per member made 10 000 simulated engines need ~90 GB.
