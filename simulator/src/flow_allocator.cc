@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cassert>
 #include <cmath>
-#include <functional>
 #include <limits>
 
 namespace peerd::sim {
@@ -66,24 +65,18 @@ void FlowAllocator::update_finish(uint32_t bundle_index) {
   if (bundle.by_finish.empty() || !(bundle.rate > 0)) return;
   const double left = std::max(0.0, bundle.by_finish.front().first - bundle.virtual_bytes);
   bundle.finish_stamp = finish_stamp_next_++;
-  finish_heap_.push_back(FinishEntry{bundle.updated + left / bundle.rate, bundle_index, bundle.finish_stamp});
-  std::push_heap(finish_heap_.begin(), finish_heap_.end(), std::greater<>());
+  finish_heap_.push(FinishEntry{bundle.updated + left / bundle.rate, bundle_index, bundle.finish_stamp});
   if (finish_heap_.size() > 8 * bundles_active_ + 4096) {
     // Mostly superseded entries: keep the live ones only.
-    std::vector<FinishEntry> live;
-    for (const FinishEntry& entry : finish_heap_) {
-      if (bundles_[entry.bundle].finish_stamp == entry.stamp) live.push_back(entry);
-    }
-    finish_heap_ = std::move(live);
-    std::make_heap(finish_heap_.begin(), finish_heap_.end(), std::greater<>());
+    finish_heap_.filter(
+        [this](const FinishEntry& entry) { return bundles_[entry.bundle].finish_stamp == entry.stamp; });
   }
 }
 
 void FlowAllocator::drop_stale_finishes() {
   while (!finish_heap_.empty() &&
-         bundles_[finish_heap_.front().bundle].finish_stamp != finish_heap_.front().stamp) {
-    std::pop_heap(finish_heap_.begin(), finish_heap_.end(), std::greater<>());
-    finish_heap_.pop_back();
+         bundles_[finish_heap_.top().bundle].finish_stamp != finish_heap_.top().stamp) {
+    finish_heap_.pop();
   }
 }
 
@@ -342,15 +335,15 @@ double FlowAllocator::remove_flow(double now_seconds, FlowId id) {
 
 double FlowAllocator::next_finish_seconds() {
   drop_stale_finishes();
-  return finish_heap_.empty() ? kInfinity : finish_heap_.front().at;
+  return finish_heap_.empty() ? kInfinity : finish_heap_.top().at;
 }
 
 void FlowAllocator::pop_finished(double now_seconds, std::vector<FlowId>& finished) {
   for (;;) {
     drop_stale_finishes();
     // A nanosecond of slack: the caller's clock is in whole nanoseconds, finish times are not.
-    if (finish_heap_.empty() || finish_heap_.front().at > now_seconds + kFinishSlackSeconds) return;
-    const uint32_t bundle_index = finish_heap_.front().bundle;
+    if (finish_heap_.empty() || finish_heap_.top().at > now_seconds + kFinishSlackSeconds) return;
+    const uint32_t bundle_index = finish_heap_.top().bundle;
     Bundle& bundle = bundles_[bundle_index];
     advance(bundle, now_seconds);
     bool any = false;

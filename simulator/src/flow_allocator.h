@@ -29,6 +29,8 @@
 #include <utility>
 #include <vector>
 
+#include "simulator/src/dary_heap.h"
+
 namespace peerd::sim {
 
 class FlowAllocator {
@@ -127,12 +129,14 @@ class FlowAllocator {
     double at = 0;
     uint32_t bundle = 0;
     uint64_t stamp = 0;
-    bool operator>(const FinishEntry& other) const {
-      return at != other.at ? at > other.at : stamp > other.stamp;
+  };
+  struct FinishBefore {
+    bool operator()(const FinishEntry& a, const FinishEntry& b) const {
+      return a.at != b.at ? a.at < b.at : a.stamp < b.stamp;
     }
   };
   // Min-heap of bundle finish times; an entry is live while its stamp is its bundle's finish_stamp.
-  std::vector<FinishEntry> finish_heap_;
+  DaryHeap<FinishEntry, FinishBefore> finish_heap_;
   uint64_t finish_stamp_next_ = 1;
   std::deque<LinkId> dirty_;
   uint64_t link_recomputations_ = 0;

@@ -5,7 +5,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <queue>
 #include <vector>
+
+#include "simulator/src/dary_heap.h"
 
 namespace peerd::sim {
 namespace {
@@ -200,6 +204,60 @@ TEST(FlowAllocatorTest, NewFlowWaitsForRecompute) {
   EXPECT_TRUE(std::isinf(allocator.next_finish_seconds()));
   allocator.recompute(1);
   EXPECT_DOUBLE_EQ(allocator.next_finish_seconds(), 11.0);
+}
+
+}  // namespace
+}  // namespace peerd::sim
+
+namespace peerd::sim {
+namespace {
+
+// The finish heap pops in exactly the order of a binary heap under the same strict total order, with pushes,
+// pops and filters interleaved (the allocator's results depend on that order).
+TEST(DaryHeapTest, PopsInTheOrderOfAStandardHeap) {
+  struct Entry {
+    double at;
+    uint64_t stamp;
+  };
+  struct Before {
+    bool operator()(const Entry& a, const Entry& b) const {
+      return a.at != b.at ? a.at < b.at : a.stamp < b.stamp;
+    }
+  };
+  struct After {
+    bool operator()(const Entry& a, const Entry& b) const { return Before{}(b, a); }
+  };
+  DaryHeap<Entry, Before> heap;
+  std::priority_queue<Entry, std::vector<Entry>, After> reference;
+  uint64_t state = 12345;
+  auto next = [&state] {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    return state >> 33;
+  };
+  uint64_t stamp = 0;
+  for (int step = 0; step < 200000; ++step) {
+    const uint64_t choice = next() % 10;
+    if (choice < 6 || reference.empty()) {
+      const Entry entry{double(next() % 1000), ++stamp};  // many equal times: ties go by stamp
+      heap.push(entry);
+      reference.push(entry);
+    } else if (choice < 9) {
+      ASSERT_EQ(heap.top().stamp, reference.top().stamp);
+      heap.pop();
+      reference.pop();
+    } else if (step % 1000 == 0) {
+      // Drop odd stamps from both.
+      heap.filter([](const Entry& entry) { return entry.stamp % 2 == 0; });
+      std::priority_queue<Entry, std::vector<Entry>, After> kept;
+      for (; !reference.empty(); reference.pop()) {
+        if (reference.top().stamp % 2 == 0) kept.push(reference.top());
+      }
+      reference = std::move(kept);
+    }
+    ASSERT_EQ(heap.size(), reference.size());
+  }
+  for (; !reference.empty(); reference.pop(), heap.pop()) ASSERT_EQ(heap.top().stamp, reference.top().stamp);
+  EXPECT_TRUE(heap.empty());
 }
 
 }  // namespace
