@@ -59,13 +59,24 @@ void FlowAllocator::set_rate(uint32_t bundle_index, double rate, double now_seco
   update_finish(bundle_index);
 }
 
+double FlowAllocator::finish_seconds(const Bundle& bundle) const {
+  const double left = std::max(0.0, bundle.by_finish.front().first - bundle.virtual_bytes);
+  return bundle.updated + left / bundle.rate;
+}
+
 void FlowAllocator::update_finish(uint32_t bundle_index) {
   Bundle& bundle = bundles_[bundle_index];
-  bundle.finish_stamp = 0;
-  if (bundle.by_finish.empty() || !(bundle.rate > 0)) return;
-  const double left = std::max(0.0, bundle.by_finish.front().first - bundle.virtual_bytes);
+  if (bundle.by_finish.empty() || !(bundle.rate > 0)) {
+    bundle.finish_stamp = 0;
+    return;
+  }
+  const double at = finish_seconds(bundle);
+  // A rate that fell moves the finish later: the live entry is then early, which is harmless (it is checked
+  // when it reaches the top), and saves a push and a stale pop for each of the many small rate changes.
+  if (bundle.finish_stamp != 0 && bundle.finish_at <= at) return;
   bundle.finish_stamp = finish_stamp_next_++;
-  finish_heap_.push(FinishEntry{bundle.updated + left / bundle.rate, bundle_index, bundle.finish_stamp});
+  bundle.finish_at = at;
+  finish_heap_.push(FinishEntry{at, bundle_index, bundle.finish_stamp});
   if (finish_heap_.size() > 8 * bundles_active_ + 4096) {
     // Mostly superseded entries: keep the live ones only.
     finish_heap_.filter(
@@ -73,10 +84,21 @@ void FlowAllocator::update_finish(uint32_t bundle_index) {
   }
 }
 
-void FlowAllocator::drop_stale_finishes() {
-  while (!finish_heap_.empty() &&
-         bundles_[finish_heap_.top().bundle].finish_stamp != finish_heap_.top().stamp) {
+void FlowAllocator::settle_finish_top() {
+  while (!finish_heap_.empty()) {
+    const FinishEntry top = finish_heap_.top();
+    Bundle& bundle = bundles_[top.bundle];
+    if (bundle.finish_stamp != top.stamp) {
+      finish_heap_.pop();  // superseded
+      continue;
+    }
+    const double at = finish_seconds(bundle);
+    if (at <= top.at + kFinishSlackSeconds) return;
+    // Early (the rate fell since): put it where it belongs.
     finish_heap_.pop();
+    bundle.finish_stamp = finish_stamp_next_++;
+    bundle.finish_at = at;
+    finish_heap_.push(FinishEntry{at, top.bundle, bundle.finish_stamp});
   }
 }
 
@@ -95,21 +117,34 @@ double FlowAllocator::cap_excluding(const Bundle& bundle, LinkId link) const {
 }
 
 // Water-filling on one link: bundles capped below the level take their cap, the rest share what is left.
+// Every cap below the current level (what is left / flows left) is taken whatever the order (taking it
+// only raises the level), so instead of sorting all caps each round takes those below the level and
+// raises it, until none is below: usually one or two passes over a link's bundles, not a sort.
 double FlowAllocator::solve_share(LinkId id) const {
   const Link& link = links_[id];
   auto& caps = caps_scratch_;
   caps.clear();
   for (uint32_t bundle_index : link.bundles) {
     const Bundle& bundle = bundles_[bundle_index];
-    caps.emplace_back(cap_excluding(bundle, id), bundle.flows);
+    const double cap = cap_excluding(bundle, id);
+    if (!std::isinf(cap)) caps.emplace_back(cap, bundle.flows);
   }
-  std::sort(caps.begin(), caps.end());
   double remaining = link.capacity;
   uint64_t count = link.flows;
-  for (const auto& [cap, flows] : caps) {
-    if (count == 0 || cap * double(count) > remaining) break;
-    remaining -= cap * double(flows);
-    count -= flows;
+  size_t open = caps.size();  // caps[0, open) are not taken yet
+  while (count > 0 && open > 0) {
+    const double level = remaining / double(count);
+    size_t kept = 0;
+    for (size_t i = 0; i < open; ++i) {
+      if (caps[i].first < level) {
+        remaining -= caps[i].first * double(caps[i].second);
+        count -= caps[i].second;
+      } else {
+        caps[kept++] = caps[i];
+      }
+    }
+    if (kept == open) break;  // nothing below the level: it is the share
+    open = kept;
   }
   return count > 0 ? std::max(0.0, remaining) / double(count) : kInfinity;
 }
@@ -334,13 +369,13 @@ double FlowAllocator::remove_flow(double now_seconds, FlowId id) {
 }
 
 double FlowAllocator::next_finish_seconds() {
-  drop_stale_finishes();
+  settle_finish_top();
   return finish_heap_.empty() ? kInfinity : finish_heap_.top().at;
 }
 
 void FlowAllocator::pop_finished(double now_seconds, std::vector<FlowId>& finished) {
   for (;;) {
-    drop_stale_finishes();
+    settle_finish_top();
     // A nanosecond of slack: the caller's clock is in whole nanoseconds, finish times are not.
     if (finish_heap_.empty() || finish_heap_.top().at > now_seconds + kFinishSlackSeconds) return;
     const uint32_t bundle_index = finish_heap_.top().bundle;

@@ -89,7 +89,8 @@ class FlowAllocator {
     double rate = 0;           // per flow
     double virtual_bytes = 0;  // at `updated`
     double updated = 0;
-    uint64_t finish_stamp = 0;                           // matches the live finish_heap_ entry; 0 = none
+    uint64_t finish_stamp = 0;  // matches the live finish_heap_ entry; 0 = none
+    double finish_at = 0;       // that entry's time: never later than the bundle's finish
     std::vector<std::pair<double, uint32_t>> by_finish;  // (virtual finish, flow slot), ascending
   };
   struct Flow {
@@ -104,7 +105,9 @@ class FlowAllocator {
   void advance(Bundle& bundle, double now_seconds);
   void set_rate(uint32_t bundle_index, double rate, double now_seconds);
   void update_finish(uint32_t bundle_index);
-  void drop_stale_finishes();
+  double finish_seconds(const Bundle& bundle) const;  // of its first flow to finish, at the current rate
+  // Pops superseded entries and re-files early ones until the top is a live bundle's true finish time.
+  void settle_finish_top();
   double path_min_share(const Bundle& bundle) const;
   double cap_excluding(const Bundle& bundle, LinkId link) const;
   double solve_share(LinkId link) const;

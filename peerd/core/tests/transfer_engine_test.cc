@@ -246,7 +246,7 @@ std::vector<uint64_t> first_chunk_requests(uint64_t self_seed, uint64_t member_c
 }
 
 // A small cluster takes a read's chunks in order. In a large one every node asking for the same first chunks
-// would queue N requests at each of a few owners, so the window widens (members / 8 chunks) and each node
+// would queue N requests at each of a few owners, so the window widens (members / 16 chunks) and each node
 // takes it in its own order; the read still completes.
 TEST(TransferEngine, LargeClusterSpreadsAWidenedWindowPerNode) {
   for (const uint64_t seed : {1, 2}) {
@@ -255,8 +255,8 @@ TEST(TransferEngine, LargeClusterSpreadsAWidenedWindowPerNode) {
     EXPECT_LT(small.back(), 20u)
         << "in order, but for the few chunks this node owns (looked up, not fetched)";
   }
-  const auto one = first_chunk_requests(1, 1025);  // window 128
-  const auto two = first_chunk_requests(2, 1025);
+  const auto one = first_chunk_requests(1, 2049);  // window 128
+  const auto two = first_chunk_requests(2, 2049);
   ASSERT_EQ(one.size(), 16u);
   ASSERT_EQ(two.size(), 16u);
   EXPECT_LT(one.back(), 128u);
@@ -268,7 +268,7 @@ TEST(TransferEngine, LargeClusterSpreadsAWidenedWindowPerNode) {
   options.fetches_inflight_max = 16;
   Driver driver(options);
   std::vector<Peer> members{driver.engine.options().self};
-  for (uint64_t seed = 1000; members.size() < 1025; ++seed) members.push_back(make_peer(seed));
+  for (uint64_t seed = 1000; members.size() < 2049; ++seed) members.push_back(make_peer(seed));
   driver.engine.handle_membership(driver.now, members);
   EXPECT_EQ(driver.engine.read_window(), 128u);
   const ContentRef ref{blob("spread"), 512 * kChunk, true};
