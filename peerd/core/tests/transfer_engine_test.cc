@@ -323,6 +323,23 @@ TEST(TransferEngine, OwnerServesFetchThroughSingleFlight) {
       ServeError::kBadRequest);
 }
 
+// Among 39 members, starts a 10-byte read of a chunk this node ranks third or lower for; returns the chunk's
+// first two owners (empty if the read was refused).
+std::vector<NodeId> read_chunk_owned_elsewhere(Driver& driver, const char* name) {
+  std::vector<Peer> members{driver.engine.options().self};
+  for (uint64_t seed = 2; seed < 40; ++seed) members.push_back(make_peer(seed));
+  driver.engine.handle_membership(driver.now, members);
+  const ContentId id = blob(name);
+  const NodeId& self = driver.engine.options().self.id;
+  for (uint64_t index = 0;; ++index) {
+    const auto owners = driver.engine.owners_of(ChunkKey{id, index, kChunk}, 2);
+    if (owners[0] == self || owners[1] == self) continue;
+    if (!driver.engine.read(driver.now, ContentRef{id, 64 * kChunk, true}, index * kChunk, 10).ok())
+      return {};
+    return owners;
+  }
+}
+
 // An owner that does not answer within owner_answer_timeout is skipped for the next-ranked owner; when that
 // one fails too, the node takes the owner path itself and fetches from the upstream. The swarm never fails a
 // read the upstream could serve.
@@ -332,18 +349,8 @@ TEST(TransferEngine, SlowOwnerFallsBackToNextOwnerThenUpstream) {
   options.owner_ranks_max = 2;
   options.lookup_before_upstream = false;
   Driver driver(options);
-  std::vector<Peer> members{driver.engine.options().self};
-  for (uint64_t seed = 2; seed < 40; ++seed) members.push_back(make_peer(seed));
-  driver.engine.handle_membership(driver.now, members);
-  // Find a chunk this node ranks third or lower for.
-  const ContentId id = blob("fallback");
-  uint64_t index = 0;
-  for (;; ++index) {
-    const auto owners = driver.engine.owners_of(ChunkKey{id, index, kChunk}, 2);
-    if (owners[0] != driver.engine.options().self.id && owners[1] != driver.engine.options().self.id) break;
-  }
-  const auto owners = driver.engine.owners_of(ChunkKey{id, index, kChunk}, 2);
-  ASSERT_TRUE(driver.engine.read(driver.now, ContentRef{id, 64 * kChunk, true}, index * kChunk, 10).ok());
+  const auto owners = read_chunk_owned_elsewhere(driver, "fallback");
+  ASSERT_EQ(owners.size(), 2u);
   driver.answer_lookups();
   auto first = driver.take_actions<StartFetch>();
   ASSERT_EQ(first.size(), 1u);
@@ -371,7 +378,6 @@ TEST(TransferEngine, SlowOwnerFallsBackToNextOwnerThenUpstream) {
   EXPECT_FALSE(driver.engine.is_banned(driver.now, owners[1]));
 }
 
-// A plain fetch from a holder that has not produced its first byte within the hedge delay gets a second
 // An owner that refuses (503: its serve limit) is busy, not gone: the ask is repeated after a growing,
 // jittered backoff, not sent to the next owner and then the upstream; only after owner_busy_retries_max
 // refusals does the job move on. The refusals do not use up the job's fetch attempts.
@@ -381,17 +387,8 @@ TEST(TransferEngine, BusyOwnerIsAskedAgainLater) {
   options.fetch_attempts_max = 2;
   options.lookup_before_upstream = false;
   Driver driver(options);
-  std::vector<Peer> members{driver.engine.options().self};
-  for (uint64_t seed = 2; seed < 40; ++seed) members.push_back(make_peer(seed));
-  driver.engine.handle_membership(driver.now, members);
-  const ContentId id = blob("busy");
-  uint64_t index = 0;
-  for (;; ++index) {
-    const auto owners = driver.engine.owners_of(ChunkKey{id, index, kChunk}, 2);
-    if (owners[0] != driver.engine.options().self.id && owners[1] != driver.engine.options().self.id) break;
-  }
-  const auto owners = driver.engine.owners_of(ChunkKey{id, index, kChunk}, 2);
-  ASSERT_TRUE(driver.engine.read(driver.now, ContentRef{id, 64 * kChunk, true}, index * kChunk, 10).ok());
+  const auto owners = read_chunk_owned_elsewhere(driver, "busy");
+  ASSERT_EQ(owners.size(), 2u);
   driver.answer_lookups();
   auto ask = driver.take_actions<StartFetch>();
   const Duration step = driver.engine.options().owner_busy_backoff;
@@ -419,6 +416,7 @@ TEST(TransferEngine, BusyOwnerIsAskedAgainLater) {
   EXPECT_EQ(driver.engine.stats().fetches_to_upstream, 0u);
 }
 
+// A plain fetch from a holder that has not produced its first byte within the hedge delay gets a second
 // request at another holder; the first to answer wins and the other is cancelled.
 TEST(TransferEngine, HedgesSlowFirstByteAndCancelsTheLoser) {
   EngineOptions options;
