@@ -318,14 +318,21 @@ def check_runtime_libraries(runtime_packages):
     if not (shutil.which("ldd") and shutil.which("dpkg") and shutil.which("apt-cache")):
         skipped.append("runtime libraries (ldd, dpkg or apt-cache missing)")
         return
-    candidates = [os.environ.get("PEERD_BINARY", "")] + sorted(
-        glob.glob(os.path.join(ROOT, "build*", "peerd", "daemon", "peerd")) +
-        glob.glob(os.path.join(ROOT, "build*", "*", "peerd", "daemon", "peerd")))
-    binaries = [path for path in candidates if path and os.access(path, os.X_OK)][:1]
+    def shipped(path):
+        # Sanitizer and fuzzing builds link their runtimes (libasan, ...): the image ships a plain build.
+        parts = os.path.relpath(path, ROOT).split(os.sep)
+        return os.access(path, os.X_OK) and not any("asan" in part or "fuzz" in part for part in parts)
+
+    def built(*relative):
+        return sorted(glob.glob(os.path.join(ROOT, "build*", *relative)) +
+                      glob.glob(os.path.join(ROOT, "build*", "*", *relative)))
+
+    chosen = os.environ.get("PEERD_BINARY", "")  # checked as given
+    candidates = ([chosen] if chosen and os.access(chosen, os.X_OK) else []) + [
+        path for path in built("peerd", "daemon", "peerd") if shipped(path)]
+    binaries = candidates[:1]
     for name in ("peerd-random", "peerd-ctr"):
-        found = sorted(glob.glob(os.path.join(ROOT, "build*", "workloads", name)) +
-                       glob.glob(os.path.join(ROOT, "build*", "*", "workloads", name)))
-        binaries += [path for path in found if os.access(path, os.X_OK)][:1]
+        binaries += [path for path in built("workloads", name) if shipped(path)][:1]
     if not binaries:
         skipped.append("runtime libraries (no built peerd binary; set PEERD_BINARY)")
         return

@@ -12,7 +12,7 @@
 // caps of its bundles (cap_b = the smallest share among b's other links), s_l solves
 //     sum over bundles b on l of  flows_b x min(s_l, cap_b)  =  capacity_l       (s_l = infinity if
 //     unreachable)
-// by water-filling over the sorted caps, and a bundle's rate is the smallest share on its path. Recomputing a
+// by water-filling over the caps, and a bundle's rate is the smallest share on its path. Recomputing a
 // link can change the caps of its neighbours, so changed links are re-examined until nothing moves: the
 // classic distributed max-min computation (Bertsekas & Gallager, Data Networks, 6.5), whose fixed point is
 // the max-min fair allocation. Only links whose inputs changed are recomputed, so the cost of a flow starting
