@@ -334,7 +334,10 @@ class FlowNetwork final : public Network {
   void arm_finish() {
     const double next = allocator_.next_finish_seconds();
     if (!std::isfinite(next)) return;
-    const int64_t at = std::max(now_ns(), static_cast<int64_t>(std::ceil(next * kNanosPerSecond)));
+    int64_t at = std::max(now_ns(), static_cast<int64_t>(std::ceil(next * kNanosPerSecond)));
+    // With a quantum, flows end on its grid too: those ending within one quantum share one wakeup.
+    const int64_t quantum = options_.recompute_quantum_ns;
+    if (quantum > 0) at = (at + quantum - 1) / quantum * quantum;
     if (finish_armed_ && finish_at_ns_ <= at) return;  // an earlier wakeup re-arms when it fires
     finish_armed_ = true;
     finish_at_ns_ = at;

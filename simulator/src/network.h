@@ -122,8 +122,9 @@ struct PacketOptions {
 };
 
 struct FlowOptions {
-  // Rates are recomputed (max-min fair) when flows start or end, at most once per quantum; 0 = at every
-  // instant a flow changes. Starts and ends that fall into one quantum share one recomputation.
+  // Rates are recomputed (max-min fair) when flows start or end, at most once per quantum, and flows end on
+  // the quantum's grid; 0 = at every instant a flow changes. Starts and ends that fall into one quantum share
+  // one recomputation and one wakeup.
   int64_t recompute_quantum_ns = 0;
   // Rates may lag the max-min allocation by this fraction (see flow_allocator.h); 0 = exact.
   double share_tolerance = 0.01;

@@ -246,20 +246,28 @@ std::vector<uint64_t> first_chunk_requests(uint64_t self_seed, uint64_t member_c
 }
 
 // A small cluster takes a read's chunks in order. In a large one every node asking for the same first chunks
-// would queue N requests at each of a few owners, so the window widens (members / 16 chunks) and each node
-// takes it in its own order; the read still completes.
+// would queue N requests at each of a few owners, so from 1 024 members the window widens (members / 8
+// chunks) and each node takes it in its own order; the read still completes.
 TEST(TransferEngine, LargeClusterSpreadsAWidenedWindowPerNode) {
   for (const uint64_t seed : {1, 2}) {
-    const auto small = first_chunk_requests(seed, 33);  // window 64: not widened
+    const auto small = first_chunk_requests(seed, 1023);  // 127 < 2 x 64: the window stays 64
     ASSERT_GE(small.size(), 14u);
     EXPECT_LT(small.back(), 20u)
         << "in order, but for the few chunks this node owns (looked up, not fetched)";
   }
-  const auto one = first_chunk_requests(1, 2049);  // window 128
+  for (const auto& [members, window] :
+       {std::pair<uint64_t, uint64_t>{1023, 64}, {1024, 128}, {20000, 1024}}) {
+    Driver sized;
+    std::vector<Peer> list{sized.engine.options().self};
+    for (uint64_t seed = 1000; list.size() < members; ++seed) list.push_back(make_peer(seed));
+    sized.engine.handle_membership(sized.now, list);
+    EXPECT_EQ(sized.engine.read_window(), window) << members << " members";
+  }
+  const auto one = first_chunk_requests(1, 2049);  // window 256
   const auto two = first_chunk_requests(2, 2049);
   ASSERT_EQ(one.size(), 16u);
   ASSERT_EQ(two.size(), 16u);
-  EXPECT_LT(one.back(), 128u);
+  EXPECT_LT(one.back(), 256u);
   EXPECT_GE(one.back(), 32u);
   EXPECT_NE(one, two);
 
@@ -270,7 +278,7 @@ TEST(TransferEngine, LargeClusterSpreadsAWidenedWindowPerNode) {
   std::vector<Peer> members{driver.engine.options().self};
   for (uint64_t seed = 1000; members.size() < 2049; ++seed) members.push_back(make_peer(seed));
   driver.engine.handle_membership(driver.now, members);
-  EXPECT_EQ(driver.engine.read_window(), 128u);
+  EXPECT_EQ(driver.engine.read_window(), 256u);
   const ContentRef ref{blob("spread"), 512 * kChunk, true};
   ASSERT_TRUE(driver.engine.read(driver.now, ref, 0, 512 * kChunk - 1).ok());
   for (int round = 0; round < 2000 && driver.take_events<ReadComplete>().empty(); ++round) {

@@ -453,12 +453,11 @@ Result<ReadId, ReadError> Engine::read(Instant now, const ContentRef& ref, uint6
 }
 
 uint64_t Engine::read_window() const {
-  uint64_t window = options_.read_window_chunks;
-  if (options_.members_per_window_chunk > 0) {
-    const uint64_t widened = members_->size() / options_.members_per_window_chunk;
-    window = std::max(window, std::min<uint64_t>(widened, options_.read_window_chunks_max));
-  }
-  return window;
+  const uint64_t window = options_.read_window_chunks;
+  if (options_.members_per_window_chunk == 0) return window;
+  const uint64_t widened = members_->size() / options_.members_per_window_chunk;
+  if (widened < 2 * window) return window;  // not worth leaving strict order for
+  return std::max(window, std::min<uint64_t>(widened, options_.read_window_chunks_max));
 }
 
 void Engine::extend_window(Instant now, uint32_t slot) {
