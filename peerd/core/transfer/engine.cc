@@ -1133,41 +1133,25 @@ void Engine::fetch_failed(Instant now, uint32_t slot, FetchFailure failure, bool
   const bool owner_busy = failure == FetchFailure::kRefused && !timed_out && fetch.owner_rank != kNone &&
                           fetch.received == 0 && job.owner_busy_refusals < options_.owner_busy_retries_max;
   if (owner_busy) {
-    ++stats_.fetches_failed;
     ++stats_.owner_busy_retries;
+    ++job.owner_busy_refusals;
     --job.attempts;  // bounded by owner_busy_retries_max instead
-    const uint32_t refusals = ++job.owner_busy_refusals;
-    end_fetch(slot);
-    if (job.fetch_primary == kNone && job.fetch_hedge != kNone) {
-      job.fetch_primary = job.fetch_hedge;
-      job.fetch_hedge = kNone;
+  } else {
+    if (fetch.received > 0) {
+      // Only the winning fetch ever receives bytes, so the chunk's prefix is exactly this fetch's.
+      job.received_bytes = fetch.begin + fetch.received;
+      job.suppliers.add(source);
     }
-    if (job.fetch_primary != kNone) return;  // the hedge carries on
-    // Doubling, and spread over [1, 2) x the step by a hash of this node and the chunk, so refused nodes do
-    // not come back all at once.
-    const int64_t step = options_.owner_busy_backoff.micros << std::min<uint32_t>(refusals - 1, 6);
-    const uint64_t spread =
-        mix64(self_hash64_ ^ chunk_hash64(contents_[job.content].hash64, job.index) ^ refusals);
-    const int64_t backoff = step + static_cast<int64_t>(spread % uint64_t(std::max<int64_t>(step, 1)));
-    job.state = JobState::kBackoff;
-    push_timer(now + Duration::microseconds(backoff), TimerKind::kRetry, job_slot,
-               jobs_.generations[job_slot]);
-    return;
-  }
-  if (fetch.received > 0) {
-    // Only the winning fetch ever receives bytes, so the chunk's prefix is exactly this fetch's.
-    job.received_bytes = fetch.begin + fetch.received;
-    job.suppliers.add(source);
-  }
-  note_failure(now, source, failure);
-  if (source != kUpstream &&
-      std::find(job.excluded.begin(), job.excluded.end(), source) == job.excluded.end()) {
-    job.excluded.push_back(source);
-  }
-  if (fetch.owner_rank != kNone) job.owner_rank_next = std::max(job.owner_rank_next, fetch.owner_rank + 1);
-  if (failure == FetchFailure::kMiss) {
-    std::erase(contents_[job.content].blob_providers, source);
-    std::erase(job.chunk_providers, source);
+    note_failure(now, source, failure);
+    if (source != kUpstream &&
+        std::find(job.excluded.begin(), job.excluded.end(), source) == job.excluded.end()) {
+      job.excluded.push_back(source);
+    }
+    if (fetch.owner_rank != kNone) job.owner_rank_next = std::max(job.owner_rank_next, fetch.owner_rank + 1);
+    if (failure == FetchFailure::kMiss) {
+      std::erase(contents_[job.content].blob_providers, source);
+      std::erase(job.chunk_providers, source);
+    }
   }
   ++stats_.fetches_failed;
   if (timed_out) {
@@ -1181,7 +1165,19 @@ void Engine::fetch_failed(Instant now, uint32_t slot, FetchFailure failure, bool
     job.fetch_hedge = kNone;
   }
   if (job.fetch_primary != kNone) return;  // the hedge carries on
-  enqueue(job_slot);
+  if (!owner_busy) {
+    enqueue(job_slot);
+    return;
+  }
+  // Doubling, and spread over [1, 2) x the step by a hash of this node and the chunk, so refused nodes do not
+  // come back all at once.
+  const uint32_t refusals = job.owner_busy_refusals;
+  const int64_t step = options_.owner_busy_backoff.micros << std::min<uint32_t>(refusals - 1, 6);
+  const uint64_t spread =
+      mix64(self_hash64_ ^ chunk_hash64(contents_[job.content].hash64, job.index) ^ refusals);
+  const int64_t backoff = step + static_cast<int64_t>(spread % uint64_t(std::max<int64_t>(step, 1)));
+  job.state = JobState::kBackoff;
+  push_timer(now + Duration::microseconds(backoff), TimerKind::kRetry, job_slot, jobs_.generations[job_slot]);
 }
 
 Instant Engine::fetch_deadline(const FetchState& fetch) {
@@ -1644,42 +1640,41 @@ void Engine::handle_timeout(Instant now) {
   while (!timers_.empty() && timers_.top().at <= now) {
     const Timer timer = timers_.top();
     timers_.pop();
-    if (timer.kind == TimerKind::kFetch) {
-      if (fetches_.live[timer.slot] && fetches_.generations[timer.slot] == timer.generation) {
+    if (!timer_live(timer)) continue;
+    switch (timer.kind) {
+      case TimerKind::kFetch:
         on_fetch_timer(now, timer.slot);
-      }
-    } else if (timer.kind == TimerKind::kRetry) {
-      if (retry_timer_live(timer)) enqueue(timer.slot);
-    } else if (lookups_.live[timer.slot] && lookups_.generations[timer.slot] == timer.generation &&
-               lookups_[timer.slot].deadline <= now) {
-      ++stats_.lookups_timed_out;
-      finish_lookup(now, timer.slot, {});
+        break;
+      case TimerKind::kRetry:
+        enqueue(timer.slot);
+        break;
+      case TimerKind::kLookup:
+        if (lookups_[timer.slot].deadline <= now) {
+          ++stats_.lookups_timed_out;
+          finish_lookup(now, timer.slot, {});
+        }
+        break;
     }
   }
   pump(now);
 }
 
-bool Engine::retry_timer_live(const Timer& timer) const {
-  return jobs_.live[timer.slot] && jobs_.generations[timer.slot] == timer.generation &&
-         jobs_[timer.slot].state == JobState::kBackoff;
+bool Engine::timer_live(const Timer& timer) const {
+  switch (timer.kind) {
+    case TimerKind::kFetch:
+      return fetches_.live[timer.slot] && fetches_.generations[timer.slot] == timer.generation;
+    case TimerKind::kLookup:
+      return lookups_.live[timer.slot] && lookups_.generations[timer.slot] == timer.generation;
+    case TimerKind::kRetry:
+      return jobs_.live[timer.slot] && jobs_.generations[timer.slot] == timer.generation &&
+             jobs_[timer.slot].state == JobState::kBackoff;
+  }
+  return false;
 }
 
 std::optional<Instant> Engine::next_timeout() {
   while (!timers_.empty()) {
-    const Timer& timer = timers_.top();
-    bool live = false;
-    switch (timer.kind) {
-      case TimerKind::kFetch:
-        live = fetches_.live[timer.slot] && fetches_.generations[timer.slot] == timer.generation;
-        break;
-      case TimerKind::kLookup:
-        live = lookups_.live[timer.slot] && lookups_.generations[timer.slot] == timer.generation;
-        break;
-      case TimerKind::kRetry:
-        live = retry_timer_live(timer);
-        break;
-    }
-    if (live) return timer.at;
+    if (timer_live(timers_.top())) return timers_.top().at;
     timers_.pop();
   }
   return std::nullopt;

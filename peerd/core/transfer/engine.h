@@ -725,7 +725,7 @@ class Engine {
   void answer_serve(uint32_t serve, bool ready);
 
   void push_timer(Instant at, TimerKind kind, uint32_t slot, uint32_t generation);
-  bool retry_timer_live(const Timer& timer) const;
+  bool timer_live(const Timer& timer) const;  // its fetch, lookup or backed-off job still exists
 
   EngineOptions options_;
   ChunkStore& store_;
