@@ -15,6 +15,7 @@ namespace peerd::daemon::containerd {
 namespace {
 
 constexpr size_t kStreamQueueMessages = 4;  // ReadContent messages (1 MiB each) buffered ahead of the socket
+constexpr std::chrono::seconds kStreamsDrainWait{5};  // stop() waits this long for cancelled streams to end
 
 // The file descriptor of a blob file, closed when the last region using it is sent.
 struct OpenFile {
@@ -26,10 +27,13 @@ struct OpenFile {
 
 }  // namespace
 
-// Open ReadContent streams: counted against streams_max, cancelled on stop().
+// Open ReadContent streams: counted against streams_max, cancelled on stop(), which waits for their pump
+// threads to end (a pump may hold the HTTP session's last reference, which must not outlive the daemon's
+// io_context).
 struct Store::Streams {
   std::mutex mutex;
-  std::set<std::shared_ptr<ContentReader>> readers;
+  std::condition_variable drained;
+  std::map<std::shared_ptr<ContentReader>, std::weak_ptr<BodySource>> readers;
   bool stopped = false;
 };
 
@@ -118,6 +122,7 @@ class StreamBody final : public BodySource, public std::enable_shared_from_this<
     if (received < expected_) reader_->cancel();
     std::lock_guard lock(streams_->mutex);
     streams_->readers.erase(reader_);
+    streams_->drained.notify_all();
   }
 
   const std::shared_ptr<ContentReader> reader_;
@@ -158,10 +163,22 @@ void Store::stop() {
     stopping_ = true;
   }
   wake_.notify_all();
+  std::vector<std::shared_ptr<BodySource>> bodies;
   {
     std::lock_guard lock(streams_->mutex);
     streams_->stopped = true;
-    for (const auto& reader : streams_->readers) reader->cancel();
+    for (const auto& [reader, body] : streams_->readers) {
+      if (auto open = body.lock()) bodies.push_back(std::move(open));
+      reader->cancel();
+    }
+  }
+  for (const auto& body : bodies) body->cancel();  // also wakes a pump waiting for the session to read
+  bodies.clear();
+  {
+    std::unique_lock lock(streams_->mutex);
+    if (!streams_->drained.wait_for(lock, kStreamsDrainWait, [&] { return streams_->readers.empty(); })) {
+      logger_.warn("containerd streams still open at stop", {{"streams", streams_->readers.size()}});
+    }
   }
   if (thread_.joinable()) thread_.join();
 }
@@ -358,8 +375,14 @@ bool Store::scan(bool reprovide_all) {
 }
 
 Store::Counts Store::counts() const {
-  std::lock_guard lock(snapshot_mutex_);
-  return Counts{images_, blobs_.size(), tags_.size(), scans_};
+  Counts counts;
+  {
+    std::lock_guard lock(snapshot_mutex_);
+    counts = Counts{images_, blobs_.size(), tags_.size(), scans_, 0};
+  }
+  std::lock_guard lock(streams_->mutex);
+  counts.streams = streams_->readers.size();
+  return counts;
 }
 
 std::optional<LocalBlob> Store::find_blob(const content::Digest& digest) const {
@@ -388,14 +411,15 @@ std::shared_ptr<BodySource> Store::open_blob(const content::Digest& digest, cons
   }
   if (range.length == 0) return std::make_shared<FileRegionsBodySource>(std::vector<FileRegion>{});
   std::shared_ptr<ContentReader> reader;
+  std::shared_ptr<StreamBody> body;
   {
     std::lock_guard lock(streams_->mutex);
     if (streams_->stopped || streams_->readers.size() >= options_.streams_max) return nullptr;
     reader = client_.read(digest.to_string(), range.offset, range.length);
     if (!reader) return nullptr;
-    streams_->readers.insert(reader);
+    body = std::make_shared<StreamBody>(reader, streams_, range.length);
+    streams_->readers.emplace(reader, body);
   }
-  auto body = std::make_shared<StreamBody>(reader, streams_, range.length);
   body->start();
   return body;
 }

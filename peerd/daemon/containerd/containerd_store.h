@@ -88,6 +88,7 @@ class Store final : public LocalContent {
     size_t blobs = 0;
     size_t tags = 0;
     uint64_t scans = 0;
+    size_t streams = 0;  // open ReadContent streams
   };
   Counts counts() const;
 

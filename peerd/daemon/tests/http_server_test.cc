@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read.hpp>
@@ -16,6 +17,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <thread>
 
 namespace peerd::daemon {
@@ -49,25 +51,45 @@ class PatternFile {
   std::string content_;
 };
 
-// Delivers its pieces from another thread, one per next() call, like a network-backed source would.
+// Runs work on detached threads, like a network-backed source or a late responder would, and lets the fixture
+// wait for them: their closures hold sessions, whose last reference must drop while the io_context still
+// exists.
+class DetachedThreads {
+ public:
+  void spawn(std::function<void()> work) {
+    live_.fetch_add(1);
+    std::thread([this, work = std::move(work)]() mutable {
+      work();
+      work = nullptr;  // drops the captured session before the fixture may go away
+      live_.fetch_sub(1);
+    }).detach();
+  }
+  bool idle() const { return live_.load() == 0; }
+
+ private:
+  std::atomic<int> live_{0};
+};
+
+// Delivers its pieces from another thread, one per next() call.
 class ThreadedBodySource final : public BodySource {
  public:
-  explicit ThreadedBodySource(std::vector<BodyChunk> chunks) : chunks_(std::move(chunks)) {}
+  ThreadedBodySource(DetachedThreads& threads, std::vector<BodyChunk> chunks)
+      : threads_(threads), chunks_(std::move(chunks)) {}
   void next(std::function<void(BodyChunk)> deliver) override {
     BodyChunk chunk = index_ < chunks_.size() ? chunks_[index_++] : BodyChunk::end();
-    std::thread([deliver = std::move(deliver), chunk = std::move(chunk)]() mutable {
-      deliver(std::move(chunk));
-    }).detach();
+    threads_.spawn(
+        [deliver = std::move(deliver), chunk = std::move(chunk)]() mutable { deliver(std::move(chunk)); });
   }
 
  private:
+  DetachedThreads& threads_;
   std::vector<BodyChunk> chunks_;
   size_t index_ = 0;
 };
 
 class TestHandler final : public RequestHandler {
  public:
-  explicit TestHandler(const PatternFile& file) : file_(file) {}
+  TestHandler(const PatternFile& file, DetachedThreads& threads) : file_(file), threads_(threads) {}
 
   void handle(const Request& request, Respond respond) override {
     const std::string target(request.message.target());
@@ -95,18 +117,18 @@ class TestHandler final : public RequestHandler {
                                        BodyChunk::region({file_.fd(), 0, 10, nullptr}), BodyChunk::data(""),
                                        BodyChunk::data("xyz")};
       Response response = text_response(http::status::ok, "");
-      response.body = std::make_shared<ThreadedBodySource>(std::move(chunks));
+      response.body = std::make_shared<ThreadedBodySource>(threads_, std::move(chunks));
       return respond(std::move(response));
     }
     if (target == "/short") {
       Response response = text_response(http::status::ok, "");
-      response.body =
-          std::make_shared<ThreadedBodySource>(std::vector<BodyChunk>{BodyChunk::data("0123456789")});
+      response.body = std::make_shared<ThreadedBodySource>(
+          threads_, std::vector<BodyChunk>{BodyChunk::data("0123456789")});
       response.body_bytes = 100;
       return respond(std::move(response));
     }
     if (target == "/later") {
-      std::thread([respond] { respond(text_response(http::status::ok, "later")); }).detach();
+      threads_.spawn([respond] { respond(text_response(http::status::ok, "later")); });
       return;
     }
     if (target == "/drop") return;  // never answers: the session must answer 500 itself
@@ -118,6 +140,7 @@ class TestHandler final : public RequestHandler {
 
  private:
   const PatternFile& file_;
+  DetachedThreads& threads_;
 };
 
 void raise_open_files_limit(rlim_t wanted) {
@@ -142,6 +165,7 @@ class HttpServerTest : public ::testing::Test {
 
   void TearDown() override {
     if (server_) server_->stop();
+    EXPECT_TRUE(eventually([this] { return detached_.idle(); }));
     work_.reset();
     io_.stop();
     for (auto& thread : threads_) thread.join();
@@ -184,7 +208,8 @@ class HttpServerTest : public ::testing::Test {
   }
 
   PatternFile file_{3 * 1024 * 1024 + 17};
-  TestHandler handler_{file_};
+  DetachedThreads detached_;
+  TestHandler handler_{file_, detached_};
   MetricsRegistry registry_;
   DaemonMetrics metrics_{registry_};
   net::io_context io_;

@@ -328,5 +328,22 @@ TEST_F(ContainerdStore, StreamsARangeOverGrpcWithoutAContentRoot) {
   EXPECT_EQ(store_->open_blob(content::Digest::of_bytes("other"), content::ByteRange{0, 1}), nullptr);
 }
 
+// Shows stop() ends every open stream before it returns, even one whose reader never asks for more (its pump
+// waits for room in the queue): a pump that outlived the daemon could drop an HTTP session after the
+// io_context.
+TEST_F(ContainerdStore, StopEndsStreamsNobodyReads) {
+  fake_.set_image("registry.test:5000/team/app:1.0", image_now());
+  start_store(std::nullopt);
+  ASSERT_TRUE(eventually([&] { return store_->find_blob(*content::Digest::parse(layer_)).has_value(); }));
+  auto body = store_->open_blob(*content::Digest::parse(layer_), content::ByteRange{0, 49});
+  ASSERT_NE(body, nullptr);  // 17 three-byte messages: the pump fills its queue of 4 and waits
+  EXPECT_EQ(store_->counts().streams, 1u);
+  // Gives the pump time to fill its queue; shorter on a slow machine only makes the case easier.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  store_->stop();
+  EXPECT_EQ(store_->counts().streams, 0u);
+  EXPECT_EQ(store_->open_blob(*content::Digest::parse(layer_), content::ByteRange{0, 49}), nullptr);
+}
+
 }  // namespace
 }  // namespace peerd::daemon::containerd
