@@ -22,6 +22,63 @@ namespace {
 
 constexpr double kNanosPerSecond = 1e9;
 
+// Live requests by id, without hashing: an id is a slot and the slot's generation (never 0, never reused),
+// so a stale id finds nothing. Slots stay in place (a deque), so pointers to live requests stay valid.
+template <typename Value>
+class RequestTable {
+ public:
+  RequestId create() {
+    uint32_t slot;
+    if (!free_.empty()) {
+      slot = free_.back();
+      free_.pop_back();
+    } else {
+      slot = static_cast<uint32_t>(slots_.size());
+      slots_.emplace_back();
+    }
+    Slot& entry = slots_[slot];
+    ++entry.generation;
+    entry.live = true;
+    entry.sequence = next_sequence_++;
+    entry.value = Value{};
+    return RequestId{entry.generation} << 32 | slot;
+  }
+  Value* find(RequestId id) {
+    const uint32_t slot = static_cast<uint32_t>(id);
+    if (slot >= slots_.size()) return nullptr;
+    Slot& entry = slots_[slot];
+    return entry.live && entry.generation == static_cast<uint32_t>(id >> 32) ? &entry.value : nullptr;
+  }
+  void erase(RequestId id) {
+    if (find(id) == nullptr) return;
+    slots_[static_cast<uint32_t>(id)].live = false;
+    free_.push_back(static_cast<uint32_t>(id));
+  }
+  // Oldest first, whatever slots they reuse: a kill's consequences follow the order requests were made.
+  template <typename Visit>
+  void for_each_in_creation_order(Visit visit) const {
+    std::vector<std::pair<uint64_t, uint32_t>> live;
+    for (uint32_t slot = 0; slot < slots_.size(); ++slot) {
+      if (slots_[slot].live) live.emplace_back(slots_[slot].sequence, slot);
+    }
+    std::sort(live.begin(), live.end());
+    for (const auto& [sequence, slot] : live) {
+      visit(RequestId{slots_[slot].generation} << 32 | slot, slots_[slot].value);
+    }
+  }
+
+ private:
+  struct Slot {
+    Value value;
+    uint32_t generation = 0;
+    bool live = false;
+    uint64_t sequence = 0;
+  };
+  std::deque<Slot> slots_;
+  std::vector<uint32_t> free_;
+  uint64_t next_sequence_ = 0;
+};
+
 class FlowNetwork final : public Network {
  public:
   FlowNetwork(const TopologySpec& topology, const FlowOptions& options, NetworkHandler& handler)
@@ -77,9 +134,9 @@ class FlowNetwork final : public Network {
   }
 
   RequestId start_request(NodeIndex client, NodeIndex server, const ChunkRequest& chunk) override {
-    const RequestId id = next_request_++;
     ++stats_.requests;
-    Request& request = requests_[id];
+    const RequestId id = requests_.create();
+    Request& request = *requests_.find(id);
     request.client = client;
     request.server = server;
     request.chunk = chunk;
@@ -96,14 +153,14 @@ class FlowNetwork final : public Network {
   }
 
   void cancel_request(RequestId id) override {
-    auto it = requests_.find(id);
-    if (it == requests_.end()) return;
-    Request& request = it->second;
+    Request* found = requests_.find(id);
+    if (found == nullptr) return;
+    Request& request = *found;
     request.client_gone = true;
     switch (request.state) {
       case State::kTravelling:
       case State::kDoomed:
-        requests_.erase(it);  // the server never saw it
+        requests_.erase(id);  // the server never saw it
         return;
       case State::kAtServer: {
         // The server notices the closed connection one path delay later.
@@ -120,15 +177,15 @@ class FlowNetwork final : public Network {
         return;
       }
       case State::kSilent:
-        requests_.erase(it);
+        requests_.erase(id);
         return;
     }
   }
 
   void respond(RequestId id, uint64_t length_bytes, uint32_t taint) override {
-    auto it = requests_.find(id);
-    if (it == requests_.end() || it->second.state != State::kAtServer || it->second.client_gone) return;
-    Request& request = it->second;
+    Request* found = requests_.find(id);
+    if (found == nullptr || found->state != State::kAtServer || found->client_gone) return;
+    Request& request = *found;
     request.length = length_bytes;
     deliver_header(id, ResponseStatus::kOk, taint);
     if (length_bytes == 0) {
@@ -149,18 +206,18 @@ class FlowNetwork final : public Network {
   }
 
   void respond_status(RequestId id, ResponseStatus status) override {
-    auto it = requests_.find(id);
-    if (it == requests_.end() || it->second.state != State::kAtServer || it->second.client_gone) return;
-    it->second.state = State::kSilent;
+    Request* request = requests_.find(id);
+    if (request == nullptr || request->state != State::kAtServer || request->client_gone) return;
+    request->state = State::kSilent;
     deliver_header(id, status, 0);
-    const NodeIndex server = it->second.server;
-    it->second.server_notified = true;
+    const NodeIndex server = request->server;
+    request->server_notified = true;
     if (!is_dead(server)) handler_.on_response_sent(server, id, 0);
   }
 
   void respond_pending(RequestId id) override {
-    auto it = requests_.find(id);
-    if (it == requests_.end() || it->second.state != State::kAtServer || it->second.client_gone) return;
+    const Request* request = requests_.find(id);
+    if (request == nullptr || request->state != State::kAtServer || request->client_gone) return;
     deliver_header(id, ResponseStatus::kPending, 0);
   }
 
@@ -168,14 +225,13 @@ class FlowNetwork final : public Network {
     if (host >= dead_.size() || dead_[host]) return;
     dead_[host] = true;
     std::vector<RequestId> affected;
-    for (const auto& [id, request] : requests_) {
+    requests_.for_each_in_creation_order([&](RequestId id, const Request& request) {
       if (request.client == host || request.server == host) affected.push_back(id);
-    }
-    std::sort(affected.begin(), affected.end());  // a deterministic order, whatever the hash table's
+    });
     for (const RequestId id : affected) {
-      auto it = requests_.find(id);
-      if (it == requests_.end()) continue;
-      Request& request = it->second;
+      Request* found = requests_.find(id);
+      if (found == nullptr) continue;
+      Request& request = *found;
       if (request.client == host) {
         cancel_request(id);  // the server sees the connection die
         continue;
@@ -240,9 +296,9 @@ class FlowNetwork final : public Network {
   }
 
   void arrive(RequestId id) {
-    auto it = requests_.find(id);
-    if (it == requests_.end()) return;
-    Request& request = it->second;
+    Request* found = requests_.find(id);
+    if (found == nullptr) return;
+    Request& request = *found;
     if (is_dead(request.server) || is_dead(request.client)) {
       request.state = State::kSilent;  // a black hole
       return;
@@ -252,43 +308,43 @@ class FlowNetwork final : public Network {
   }
 
   void deliver_header(RequestId id, ResponseStatus status, uint32_t taint) {
-    const Request& request = requests_.at(id);
+    const Request& request = *requests_.find(id);
     schedule_at(now_ns() + request.latency_ns, [this, id, status, taint] {
-      auto it = requests_.find(id);
-      if (it == requests_.end() || it->second.client_gone || is_dead(it->second.client)) return;
-      const NodeIndex client = it->second.client;
-      if (status != ResponseStatus::kOk && status != ResponseStatus::kPending) requests_.erase(it);
+      const Request* found = requests_.find(id);
+      if (found == nullptr || found->client_gone || is_dead(found->client)) return;
+      const NodeIndex client = found->client;
+      if (status != ResponseStatus::kOk && status != ResponseStatus::kPending) requests_.erase(id);
       handler_.on_response_header(client, id, status, taint);
     });
   }
 
   void deliver_data(RequestId id, uint64_t bytes) {
-    auto it = requests_.find(id);
-    if (it == requests_.end() || it->second.client_gone || is_dead(it->second.client)) return;
+    const Request* request = requests_.find(id);
+    if (request == nullptr || request->client_gone || is_dead(request->client)) return;
     stats_.payload_bytes_received += bytes;
-    handler_.on_response_data(it->second.client, id, bytes);
+    handler_.on_response_data(request->client, id, bytes);
   }
 
   void notify_server(RequestId id, uint64_t bytes) {
-    auto it = requests_.find(id);
-    if (it == requests_.end()) return;
-    const NodeIndex server = it->second.server;
-    const bool notify = !it->second.server_notified;
-    requests_.erase(it);
+    const Request* request = requests_.find(id);
+    if (request == nullptr) return;
+    const NodeIndex server = request->server;
+    const bool notify = !request->server_notified;
+    requests_.erase(id);
     if (notify && !is_dead(server)) handler_.on_response_sent(server, id, bytes);
   }
 
   void fail(RequestId id, RequestFailure failure) {
-    auto it = requests_.find(id);
-    if (it == requests_.end() || it->second.client_gone) return;
-    const NodeIndex client = it->second.client;
-    requests_.erase(it);
+    const Request* request = requests_.find(id);
+    if (request == nullptr || request->client_gone) return;
+    const NodeIndex client = request->client;
+    requests_.erase(id);
     if (!is_dead(client)) handler_.on_request_failed(client, id, failure);
   }
 
   // All payload left the server: it hears so now, the client gets the rest one path delay later.
   void finish_response(RequestId id) {
-    Request& request = requests_.at(id);
+    Request& request = *requests_.find(id);
     request.state = State::kSilent;
     const uint64_t delta = request.length - request.reported;
     request.reported = request.length;
@@ -296,13 +352,13 @@ class FlowNetwork final : public Network {
     const NodeIndex server = request.server;
     const uint64_t length = request.length;
     schedule_at(now_ns() + request.latency_ns, [this, id, delta] {
-      auto it = requests_.find(id);
-      if (it == requests_.end() || it->second.client_gone || is_dead(it->second.client)) {
-        if (it != requests_.end()) requests_.erase(it);
+      const Request* found = requests_.find(id);
+      if (found == nullptr || found->client_gone || is_dead(found->client)) {
+        if (found != nullptr) requests_.erase(id);
         return;
       }
-      const NodeIndex client = it->second.client;
-      requests_.erase(it);
+      const NodeIndex client = found->client;
+      requests_.erase(id);
       stats_.payload_bytes_received += delta;
       if (delta > 0) handler_.on_response_data(client, id, delta);
       handler_.on_response_complete(client, id);
@@ -355,7 +411,7 @@ class FlowNetwork final : public Network {
       assert(entry != nullptr);
       const RequestId id = entry->id;
       forget_flow(flow);
-      stats_.payload_bytes_sent += requests_.at(id).length;
+      stats_.payload_bytes_sent += requests_.find(id)->length;
       finish_response(id);
     }
     if (!finished_.empty()) mark_dirty();
@@ -424,8 +480,8 @@ class FlowNetwork final : public Network {
   std::vector<FlowAllocator::LinkId> rack_down_;
   FlowAllocator::LinkId upstream_egress_ = 0;
   std::vector<bool> dead_;
-  std::unordered_map<RequestId, Request> requests_;
-  // Flowing requests by the allocator's flow slot. The pointer saves a hash lookup per flow on every progress
+  RequestTable<Request> requests_;
+  // Flowing requests by the allocator's flow slot. The pointer saves a lookup per flow on every progress
   // report (hundreds of thousands of flows at 10 000 nodes); requests_ keeps its elements in place and a
   // flowing request leaves flows_ before requests_.
   std::vector<FlowEntry> flows_;
@@ -435,7 +491,6 @@ class FlowNetwork final : public Network {
   };
   std::deque<ProgressDue> progress_due_;
   std::vector<FlowAllocator::FlowId> finished_;
-  RequestId next_request_ = 1;
   bool recompute_pending_ = false;
   int64_t last_recompute_ns_ = INT64_MIN / 2;
   bool finish_armed_ = false;

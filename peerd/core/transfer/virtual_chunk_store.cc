@@ -16,104 +16,130 @@ std::string_view describe(StoreStatus status) {
   return "unknown";
 }
 
-std::optional<VirtualChunkStore::EntryKey> VirtualChunkStore::find_key(const content::ChunkKey& chunk) const {
-  const auto slot = content_slots_.find(chunk.content);
-  if (slot == content_slots_.end()) return std::nullopt;
-  return EntryKey{slot->second, chunk.chunk_bytes, chunk.index};
+std::optional<uint32_t> VirtualChunkStore::find_series(const content::ChunkKey& chunk) const {
+  if (last_series_ < series_.size() && series_[last_series_].chunk_bytes == chunk.chunk_bytes &&
+      series_[last_series_].content == chunk.content)
+    return last_series_;
+  const auto it = series_index_.find({chunk.content, chunk.chunk_bytes});
+  if (it == series_index_.end()) return std::nullopt;
+  last_series_ = it->second;
+  return it->second;
 }
 
-VirtualChunkStore::EntryKey VirtualChunkStore::intern(const content::ChunkKey& chunk) {
-  auto [slot, inserted] = content_slots_.try_emplace(chunk.content, static_cast<uint32_t>(contents_.size()));
-  if (inserted) contents_.push_back(chunk.content);
-  return EntryKey{slot->second, chunk.chunk_bytes, chunk.index};
+uint32_t VirtualChunkStore::intern_series(const content::ChunkKey& chunk) {
+  if (const auto found = find_series(chunk)) return *found;
+  const auto index = static_cast<uint32_t>(series_.size());
+  series_index_.emplace(std::pair{chunk.content, chunk.chunk_bytes}, index);
+  series_.push_back(Series{chunk.content, chunk.chunk_bytes, {}});
+  last_series_ = index;
+  return index;
 }
 
-void VirtualChunkStore::lru_remove(const Entry& entry) {
-  if (entry.committed && entry.pins == 0) lru_.erase(entry.recency);
+const VirtualChunkStore::Entry* VirtualChunkStore::find(const content::ChunkKey& chunk) const {
+  const auto series = find_series(chunk);
+  if (!series) return nullptr;
+  const auto& entries = series_[*series].entries;
+  if (chunk.index >= entries.size() || !entries[chunk.index].present) return nullptr;
+  return &entries[chunk.index];
 }
 
-void VirtualChunkStore::lru_insert(const EntryKey& key, Entry& entry) {
-  entry.recency = recency_next_++;
-  if (entry.committed && entry.pins == 0) lru_.emplace(entry.recency, key);
+VirtualChunkStore::Entry* VirtualChunkStore::find(const content::ChunkKey& chunk) {
+  return const_cast<Entry*>(std::as_const(*this).find(chunk));
+}
+
+void VirtualChunkStore::list_append(Handle handle, Entry& entry) {
+  entry.listed = true;
+  entry.older = newest_;
+  entry.newer = kNoHandle;
+  if (newest_ != kNoHandle) {
+    at(newest_).newer = handle;
+  } else {
+    oldest_ = handle;
+  }
+  newest_ = handle;
+}
+
+void VirtualChunkStore::list_remove(Entry& entry) {
+  if (!entry.listed) return;
+  entry.listed = false;
+  if (entry.older != kNoHandle) {
+    at(entry.older).newer = entry.newer;
+  } else {
+    oldest_ = entry.newer;
+  }
+  if (entry.newer != kNoHandle) {
+    at(entry.newer).older = entry.older;
+  } else {
+    newest_ = entry.older;
+  }
 }
 
 bool VirtualChunkStore::has(const content::ChunkKey& chunk) const {
-  const auto key = find_key(chunk);
-  if (!key) return false;
-  const auto it = entries_.find(*key);
-  return it != entries_.end() && it->second.committed;
+  const Entry* entry = find(chunk);
+  return entry != nullptr && entry->committed;
 }
 
 StoreStatus VirtualChunkStore::reserve(const content::ChunkKey& chunk, uint64_t length_bytes) {
-  if (length_bytes == 0) return StoreStatus::kInvalid;
-  if (const auto key = find_key(chunk); key && entries_.contains(*key)) return StoreStatus::kInvalid;
+  if (length_bytes == 0 || chunk.index >= kChunkIndexMax || find(chunk) != nullptr)
+    return StoreStatus::kInvalid;
   if (used_bytes_ > capacity_bytes_ || length_bytes > capacity_bytes_ - used_bytes_)
     return StoreStatus::kFull;
-  const EntryKey key = intern(chunk);
-  Entry& entry = entries_[key];
+  auto& entries = series_[intern_series(chunk)].entries;
+  if (chunk.index >= entries.size()) entries.resize(chunk.index + 1);
+  Entry& entry = entries[chunk.index];
+  entry = Entry{};
+  entry.present = true;
   entry.length_bytes = length_bytes;
-  entry.recency = recency_next_++;
   used_bytes_ += length_bytes;
   return StoreStatus::kOk;
 }
 
 StoreStatus VirtualChunkStore::commit(const content::ChunkKey& chunk) {
-  const auto key = find_key(chunk);
-  if (!key) return StoreStatus::kNotReserved;
-  const auto it = entries_.find(*key);
-  if (it == entries_.end() || it->second.committed) return StoreStatus::kNotReserved;
-  it->second.committed = true;
+  Entry* entry = find(chunk);
+  if (entry == nullptr || entry->committed) return StoreStatus::kNotReserved;
+  entry->committed = true;
   ++chunks_committed_;
-  lru_insert(*key, it->second);
+  if (entry->pins == 0) list_append(handle_of(*find_series(chunk), chunk.index), *entry);
   return StoreStatus::kOk;
 }
 
 void VirtualChunkStore::evict(const content::ChunkKey& chunk) {
-  const auto key = find_key(chunk);
-  if (!key) return;
-  const auto it = entries_.find(*key);
-  if (it == entries_.end()) return;
-  lru_remove(it->second);
-  used_bytes_ -= it->second.length_bytes;
-  if (it->second.committed) --chunks_committed_;
-  entries_.erase(it);
+  Entry* entry = find(chunk);
+  if (entry == nullptr) return;
+  list_remove(*entry);
+  used_bytes_ -= entry->length_bytes;
+  if (entry->committed) --chunks_committed_;
+  *entry = Entry{};
 }
 
 void VirtualChunkStore::pin(const content::ChunkKey& chunk) {
-  const auto key = find_key(chunk);
-  if (!key) return;
-  const auto it = entries_.find(*key);
-  if (it == entries_.end() || !it->second.committed) return;
-  lru_remove(it->second);
-  ++it->second.pins;
-  it->second.recency = recency_next_++;
+  Entry* entry = find(chunk);
+  if (entry == nullptr || !entry->committed) return;
+  list_remove(*entry);
+  ++entry->pins;
 }
 
 void VirtualChunkStore::unpin(const content::ChunkKey& chunk) {
-  const auto key = find_key(chunk);
-  if (!key) return;
-  const auto it = entries_.find(*key);
-  if (it == entries_.end() || it->second.pins == 0) return;
-  --it->second.pins;
-  if (it->second.pins == 0) lru_insert(*key, it->second);
+  Entry* entry = find(chunk);
+  if (entry == nullptr || entry->pins == 0) return;
+  --entry->pins;
+  if (entry->pins == 0 && entry->committed) list_append(handle_of(*find_series(chunk), chunk.index), *entry);
 }
 
 std::optional<content::ChunkKey> VirtualChunkStore::eviction_candidate() const {
-  if (lru_.empty()) return std::nullopt;
-  const EntryKey& key = lru_.begin()->second;
-  return content::ChunkKey{contents_[key.content], key.index, key.chunk_bytes};
+  if (oldest_ == kNoHandle) return std::nullopt;
+  const Series& series = series_[oldest_ >> kIndexBits];
+  return content::ChunkKey{series.content, oldest_ & ((Handle{1} << kIndexBits) - 1), series.chunk_bytes};
 }
 
 uint32_t VirtualChunkStore::pins(const content::ChunkKey& chunk) const {
-  const auto key = find_key(chunk);
-  if (!key) return 0;
-  const auto it = entries_.find(*key);
-  return it == entries_.end() ? 0 : it->second.pins;
+  const Entry* entry = find(chunk);
+  return entry == nullptr ? 0 : entry->pins;
 }
 
 void VirtualChunkStore::clear() {
-  entries_.clear();
-  lru_.clear();
+  for (auto& series : series_) series.entries.clear();
+  oldest_ = newest_ = kNoHandle;
   used_bytes_ = 0;
   chunks_committed_ = 0;
 }

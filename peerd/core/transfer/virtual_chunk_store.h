@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
-#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "peerd/core/transfer/chunk_store.h"
@@ -32,39 +32,50 @@ class VirtualChunkStore final : public ChunkStore {
   void clear();
 
  private:
-  struct EntryKey {
-    uint32_t content = 0;
-    uint64_t chunk_bytes = 0;
-    uint64_t index = 0;
-    bool operator==(const EntryKey&) const = default;
-  };
-  struct EntryKeyHash {
-    size_t operator()(const EntryKey& key) const {
-      uint64_t value = key.index * 0x9e3779b97f4a7c15ull ^ (uint64_t{key.content} << 40) ^ key.chunk_bytes;
-      value ^= value >> 29;
-      return static_cast<size_t>(value * 0xbf58476d1ce4e5b9ull);
-    }
-  };
+  // Chunks live in flat arrays, one per (content, chunk size) series, indexed by chunk index: the simulator
+  // keeps ten million of them and touches one per event, so no per-chunk allocation or hashing. The
+  // eviction order is an intrusive list through the entries (append on commit and unpin).
+  using Handle = uint64_t;  // series << kIndexBits | chunk index
+  static constexpr unsigned kIndexBits = 40;
+  static constexpr Handle kNoHandle = ~Handle{0};
+  // Larger indexes are refused (kInvalid): 2^26 chunks of the smallest size the engine uses is a 64 TiB blob.
+  static constexpr uint64_t kChunkIndexMax = uint64_t{1} << 26;
+
   struct Entry {
     uint64_t length_bytes = 0;
-    bool committed = false;
+    Handle older = kNoHandle;  // neighbours in the eviction list while committed and unpinned
+    Handle newer = kNoHandle;
     uint32_t pins = 0;
-    uint64_t recency = 0;  // key in lru_ while committed and unpinned
+    bool present = false;
+    bool committed = false;
+    bool listed = false;
+  };
+  struct Series {
+    content::ContentId content;
+    uint64_t chunk_bytes = 0;
+    std::vector<Entry> entries;
   };
 
-  std::optional<EntryKey> find_key(const content::ChunkKey& chunk) const;
-  EntryKey intern(const content::ChunkKey& chunk);
-  void lru_remove(const Entry& entry);
-  void lru_insert(const EntryKey& key, Entry& entry);
+  // The series of a chunk; nullopt when it was never reserved (find) or creates it (intern).
+  std::optional<uint32_t> find_series(const content::ChunkKey& chunk) const;
+  uint32_t intern_series(const content::ChunkKey& chunk);
+  Entry* find(const content::ChunkKey& chunk);
+  const Entry* find(const content::ChunkKey& chunk) const;
+  Entry& at(Handle handle) {
+    return series_[handle >> kIndexBits].entries[handle & ((Handle{1} << kIndexBits) - 1)];
+  }
+  static Handle handle_of(uint32_t series, uint64_t index) { return Handle{series} << kIndexBits | index; }
+  void list_append(Handle handle, Entry& entry);
+  void list_remove(Entry& entry);
 
   uint64_t capacity_bytes_;
   uint64_t used_bytes_ = 0;
   size_t chunks_committed_ = 0;
-  uint64_t recency_next_ = 1;
-  std::map<content::ContentId, uint32_t> content_slots_;
-  std::vector<content::ContentId> contents_;
-  std::unordered_map<EntryKey, Entry, EntryKeyHash> entries_;
-  std::map<uint64_t, EntryKey> lru_;  // committed, unpinned chunks by recency
+  std::map<std::pair<content::ContentId, uint64_t>, uint32_t> series_index_;
+  std::vector<Series> series_;
+  mutable uint32_t last_series_ = UINT32_MAX;  // most operations follow one blob: skips the map
+  Handle oldest_ = kNoHandle;
+  Handle newest_ = kNoHandle;
 };
 
 }  // namespace peerd::transfer
