@@ -909,16 +909,10 @@ void Cluster::read_done(Node& node, transfer::ReadId read, uint64_t length, bool
 
 void Cluster::start_random(Node& node) {
   const RandomWorkload& random = scenario_.workload.random;
-  workload::PatternOptions options;
-  options.seed = random.seed_of(node.index);
-  for (const Item& item : items_) options.blob_sizes_bytes.push_back(item.bytes);
-  options.reads_per_blob = random.reads_per_blob;
-  options.read_bytes_max = random.read_bytes_max;
-  options.jitter_min = Duration::milliseconds(random.jitter_min_ms);
-  options.jitter_max = Duration::milliseconds(random.jitter_max_ms);
-  options.start_delay_min = Duration::seconds(random.start_delay_min_s);
-  options.start_delay_max = Duration::seconds(random.start_delay_max_s);
-  auto pattern = workload::plan_reads(options);
+  std::vector<uint64_t> blob_sizes;
+  for (const Item& item : items_) blob_sizes.push_back(item.bytes);
+  auto pattern =
+      workload::plan_reads(random.pattern_options(random.seed_of(node.index), std::move(blob_sizes)));
   if (!pattern) {
     ++node.reads_failed;  // parse_scenario keeps the options in range; a hand-built scenario may not
   } else {

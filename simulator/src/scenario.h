@@ -11,6 +11,7 @@
 
 #include "peerd/core/common/result.h"
 #include "simulator/src/network.h"
+#include "workloads/pattern/read_pattern.h"
 
 namespace peerd::sim {
 
@@ -45,14 +46,9 @@ struct Layer {
 // the blobs are the image's layers. Node i issues exactly the reads plan_reads() (workloads/pattern) returns
 // for seed + i + 1, i.e. what `peerd-random --seed <seed + i + 1>` issues on node i + 1 of kind/local with
 // KL_SEED = seed, reading `concurrency` blobs at a time like its worker threads.
-struct RandomWorkload {
+// peerd-random's settings: the read pattern's (the base), its concurrency and seed.
+struct RandomWorkload : workload::PatternSettings {
   uint64_t seed = 0;  // default: the scenario's seed
-  uint32_t reads_per_blob = 5;
-  uint64_t read_bytes_max = 0;  // 0: a read may reach the end of the blob
-  uint32_t jitter_min_ms = 3;
-  uint32_t jitter_max_ms = 25;
-  uint32_t start_delay_min_s = 0;
-  uint32_t start_delay_max_s = 0;
   uint32_t concurrency = 8;
   // The node-local hop from peerd to peerd-random (HTTP on the node): a read ends no sooner than its bytes
   // could cross it after being issued, so reads of chunks the node already holds are not infinitely fast.

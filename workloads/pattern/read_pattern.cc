@@ -48,6 +48,19 @@ std::string_view describe(PatternError error) {
   return "unknown pattern error";
 }
 
+PatternOptions PatternSettings::pattern_options(uint64_t seed, std::vector<uint64_t> blob_sizes_bytes) const {
+  PatternOptions options;
+  options.seed = seed;
+  options.blob_sizes_bytes = std::move(blob_sizes_bytes);
+  options.reads_per_blob = reads_per_blob;
+  options.read_bytes_max = read_bytes_max;
+  options.jitter_min = Duration::milliseconds(jitter_min_ms);
+  options.jitter_max = Duration::milliseconds(jitter_max_ms);
+  options.start_delay_min = Duration::seconds(start_delay_min_s);
+  options.start_delay_max = Duration::seconds(start_delay_max_s);
+  return options;
+}
+
 Result<ReadPattern, PatternError> plan_reads(const PatternOptions& options) {
   const auto& sizes = options.blob_sizes_bytes;
   if (sizes.size() > kPatternBlobsMax) return fail(PatternError::kTooManyBlobs);

@@ -40,6 +40,19 @@ struct PatternOptions {
   Duration start_delay_max = Duration::zero();
 };
 
+// The pattern's knobs as people write them: peerd-random's flags and a simulator scenario's "random"
+// workload both hold these (the programs that read them check the ranges), and turn them into options here.
+struct PatternSettings {
+  uint32_t reads_per_blob = 5;
+  uint64_t read_bytes_max = 0;  // 0: a read may reach the end of the blob
+  uint32_t jitter_min_ms = 3;   // the original's pause between reads of a blob: 3-25 ms
+  uint32_t jitter_max_ms = 25;
+  uint32_t start_delay_min_s = 0;  // the original waited 1-100 s before its p2p reads
+  uint32_t start_delay_max_s = 0;
+
+  PatternOptions pattern_options(uint64_t seed, std::vector<uint64_t> blob_sizes_bytes) const;
+};
+
 struct PlannedRead {
   uint32_t blob_index = 0;
   uint32_t read_index = 0;  // position among this blob's reads, 0-based

@@ -10,6 +10,7 @@
 
 #include "peerd/core/common/result.h"
 #include "peerd/daemon/options.h"
+#include "workloads/pattern/read_pattern.h"
 
 namespace peerd::workload {
 
@@ -21,22 +22,18 @@ std::string_view to_string(RandomMode mode);
 inline constexpr uint32_t kRandomConcurrencyMax = 256;
 inline constexpr uint32_t kRandomTimeoutSecondsMax = 3600;
 
-struct RandomOptions {
+// The read pattern's settings (--reads-per-blob, --read-bytes-max, --jitter-*-ms, --start-delay-*-s) are the
+// PatternSettings base.
+struct RandomOptions : PatternSettings {
   std::vector<std::string> blob_urls;    // --blob, then the contents of every --blobs-file
   std::vector<std::string> blobs_files;  // --blobs-file
   std::string peerd_url;                 // --peerd, e.g. "http://127.0.0.1:5000" (no trailing slash)
   RandomMode mode = RandomMode::kBoth;
-  uint32_t reads_per_blob = 5;
-  uint64_t read_bytes_max = 0;   // 0: a read may reach the end of the blob
   std::optional<uint64_t> seed;  // unset: a fresh random seed, logged so the run can be replayed
-  uint32_t jitter_min_ms = 3;    // the original's pause between reads of a blob: 3-25 ms
-  uint32_t jitter_max_ms = 25;
-  uint32_t start_delay_min_s = 0;  // the original waited 1-100 s before its p2p reads
-  uint32_t start_delay_max_s = 0;
-  uint32_t concurrency = 8;   // blobs read at the same time
-  uint32_t verify_reads = 0;  // reads per mode whose bytes are compared with upstream
-  uint32_t timeout_s = 60;    // per request
-  double error_rate_max = 0;  // the run fails above this error rate
+  uint32_t concurrency = 8;      // blobs read at the same time
+  uint32_t verify_reads = 0;     // reads per mode whose bytes are compared with upstream
+  uint32_t timeout_s = 60;       // per request
+  double error_rate_max = 0;     // the run fails above this error rate
   bool insecure_tls = false;
   std::string node_name;  // "" : $NODE_NAME, else the host name
   daemon::LogLevel log_level = daemon::LogLevel::kInfo;

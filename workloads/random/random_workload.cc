@@ -300,16 +300,9 @@ int run_random_workload(const RandomOptions& options, const Logger& logger) {
   for (const auto& url : options.blob_urls) blobs.push_back({url, 0});
   const uint64_t head_failures = head_blobs(options, modes.front(), blobs, logger);
 
-  PatternOptions pattern_options;
-  pattern_options.seed = seed;
-  for (const auto& blob : blobs) pattern_options.blob_sizes_bytes.push_back(blob.size_bytes);
-  pattern_options.reads_per_blob = options.reads_per_blob;
-  pattern_options.read_bytes_max = options.read_bytes_max;
-  pattern_options.jitter_min = Duration::milliseconds(options.jitter_min_ms);
-  pattern_options.jitter_max = Duration::milliseconds(options.jitter_max_ms);
-  pattern_options.start_delay_min = Duration::seconds(options.start_delay_min_s);
-  pattern_options.start_delay_max = Duration::seconds(options.start_delay_max_s);
-  auto pattern = plan_reads(pattern_options);
+  std::vector<uint64_t> blob_sizes;
+  for (const auto& blob : blobs) blob_sizes.push_back(blob.size_bytes);
+  auto pattern = plan_reads(options.pattern_options(seed, std::move(blob_sizes)));
   if (!pattern) {
     logger.error("cannot plan reads", {{"error", std::string(describe(pattern.error()))}});
     return kExitChecksFailed;
