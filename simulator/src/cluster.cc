@@ -80,6 +80,7 @@ transfer::EngineOptions mode_options(ModeBase base, const EngineOverrides& scena
       if (key == "members_per_window_chunk") options.members_per_window_chunk = count;
       if (key == "read_window_chunks_max") options.read_window_chunks_max = count;
       if (key == "owner_ranks_max") options.owner_ranks_max = count;
+      if (key == "balanced_owners_from_members") options.balanced_owners_from_members = count;
       if (key == "serves_inflight_max") options.serves_inflight_max = count;
       if (key == "fetch_attempts_max") options.fetch_attempts_max = count;
       if (key == "hedge_enabled") options.hedge_enabled = value != 0;

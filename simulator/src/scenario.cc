@@ -22,7 +22,7 @@ constexpr size_t kModesMax = 16;
 constexpr uint64_t kMebibyte = 1024 * 1024;
 constexpr uint32_t kRandomConcurrencyMax = 256;  // peerd-random's --concurrency limit
 
-constexpr std::array<std::string_view, 20> kEngineKeys = {
+constexpr std::array<std::string_view, 21> kEngineKeys = {
     "chunk_kib",
     "fetches_inflight_max",
     "per_peer_fetches_max",
@@ -32,6 +32,7 @@ constexpr std::array<std::string_view, 20> kEngineKeys = {
     "members_per_window_chunk",
     "read_window_chunks_max",
     "owner_ranks_max",
+    "balanced_owners_from_members",
     "fetch_attempts_max",
     "hedge_enabled",
     "lookup_before_upstream",

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <vector>
 
 #include "peerd/core/transfer/engine.h"
@@ -286,6 +287,78 @@ TEST(TransferEngine, LargeClusterSpreadsAWidenedWindowPerNode) {
     for (const auto& start : driver.take_actions<StartFetch>()) driver.deliver(start);
   }
   EXPECT_EQ(driver.engine.stats().reads_completed, 1u);
+}
+
+// Shows that from balanced_owners_from_members members a big blob's chunks go to owners with a bounded
+// load, where plain rendezvous gives some members several (each of which a cold pull makes them send to
+// every node): the fetch-through asks follow that ranking, and the chosen owner accepts them, also where
+// plain rendezvous ranks it too low to take fetch-through asks.
+TEST(TransferEngine, LargeClusterBalancesChunkOwners) {
+  constexpr uint64_t kMembers = 2000;
+  const ContentRef ref{blob("balanced"), 3000 * kChunk, true};
+  std::vector<Peer> members{EngineOptions{}.self};
+  for (uint64_t seed = 1000; members.size() < kMembers; ++seed) members.push_back(make_peer(seed));
+  auto owner_loads = [&](uint32_t balanced_from, uint64_t chunks) {
+    EngineOptions options;
+    options.balanced_owners_from_members = balanced_from;
+    Driver driver(options);
+    driver.engine.handle_membership(driver.now, members);
+    const ContentRef sized{blob("balanced"), chunks * kChunk, true};
+    EXPECT_TRUE(driver.engine.read(driver.now, sized, 0, 1).ok());  // makes the content known
+    std::map<NodeId, uint32_t> loads;
+    for (uint64_t index = 0; index < chunks; ++index)
+      ++loads[driver.engine.owners_of(ChunkKey{sized.content, index, kChunk}, 1).at(0)];
+    uint32_t most = 0;
+    for (const auto& [owner, load] : loads) most = std::max(most, load);
+    return most;
+  };
+  EXPECT_GE(owner_loads(0, 300), 2u);  // plain rendezvous: 300 chunks over 2 000 members collide
+  EXPECT_EQ(owner_loads(1024, 300), 1u);
+  EXPECT_GE(owner_loads(0, 3000), 6u);
+  // Cap ceil(1.25 x 3 000 / 2 000) = 2; a chunk whose five best members are all at the cap goes over it.
+  EXPECT_LE(owner_loads(1024, 3000), 3u);
+
+  Driver driver;
+  driver.engine.handle_membership(driver.now, members);
+  ASSERT_TRUE(driver.engine.read(driver.now, ref, 0, 64 * kChunk - 1).ok());
+  driver.answer_lookups();  // the blob lookup: cold, so owners are asked
+  const auto starts = driver.take_actions<StartFetch>();
+  ASSERT_FALSE(starts.empty());
+  for (const auto& start : starts) {
+    if (!start.fetch_through) continue;
+    EXPECT_EQ(start.source.peer.id, driver.engine.owners_of(start.chunk, 1).at(0)) << start.chunk.index;
+  }
+
+  // A chunk whose balanced owner is not among plain rendezvous's first owner_ranks_max + 1: that owner
+  // still takes the ask, by the same ranking.
+  Driver plain_view([] {
+    EngineOptions options;
+    options.balanced_owners_from_members = 0;
+    return options;
+  }());
+  plain_view.engine.handle_membership(plain_view.now, members);
+  ASSERT_TRUE(plain_view.engine.read(plain_view.now, ref, 0, 1).ok());
+  const size_t accepted_ranks = EngineOptions{}.owner_ranks_max + 1;
+  std::optional<uint64_t> moved;
+  for (uint64_t index = 0; index < 3000 && !moved; ++index) {
+    const ChunkKey key{ref.content, index, kChunk};
+    const auto plain = plain_view.engine.owners_of(key, accepted_ranks);
+    if (std::find(plain.begin(), plain.end(), driver.engine.owners_of(key, 1).at(0)) == plain.end())
+      moved = index;
+  }
+  ASSERT_TRUE(moved.has_value());
+  const ChunkKey key{ref.content, *moved, kChunk};
+  const NodeId owner_id = driver.engine.owners_of(key, 1).at(0);
+  EngineOptions owner_options;
+  owner_options.self =
+      *std::find_if(members.begin(), members.end(), [&](const Peer& m) { return m.id == owner_id; });
+  Driver owner(owner_options);
+  owner.engine.handle_membership(owner.now, members);
+  ASSERT_TRUE(owner.engine.serve(owner.now, ServeRequest{members[0], key, *ref.size_bytes, true}).ok());
+  EXPECT_TRUE(owner.take_events<ServeMiss>().empty());
+  const auto upstream = owner.take_actions<StartFetch>();
+  ASSERT_EQ(upstream.size(), 1u);
+  EXPECT_TRUE(upstream[0].source.is_upstream());
 }
 
 // A fetch-through ask to an owner that lacks the chunk makes it fetch from the upstream once: concurrent asks

@@ -663,9 +663,8 @@ void Engine::compute_owners(Job& job) {
   job.owners_generation = membership_generation_;
   job.owner_rank_next = 0;
   std::array<uint32_t, kOwnerRanksMax> positions{};
-  const uint64_t key = chunk_hash64(contents_[job.content].hash64, job.index);
-  job.owner_count =
-      static_cast<uint32_t>(members_->top(key, std::span(positions.data(), options_.owner_ranks_max)));
+  job.owner_count = static_cast<uint32_t>(owner_positions(
+      contents_[job.content], job.index, std::span(positions.data(), options_.owner_ranks_max)));
   for (uint32_t rank = 0; rank < job.owner_count; ++rank) job.owners[rank] = member_peer(positions[rank]);
 }
 
@@ -974,10 +973,14 @@ bool Engine::accepts_fetch_through(ContentState& content, uint64_t index) {
   ChunkInfo& chunk = content.chunks[index];
   if (chunk.owner_check_generation != membership_generation_) {
     // Only as one of the first owners by our own view (a little slack for views that differ): otherwise any
-    // peer could use this node as a free proxy to the upstream.
-    std::array<uint32_t, kOwnerRanksMax + 1> positions{};
-    const size_t ranks = members_->top(chunk_hash64(content.hash64, index),
-                                       std::span(positions.data(), options_.owner_ranks_max + 1));
+    // peer could use this node as a free proxy to the upstream. Balanced owners are always among the plain
+    // rendezvous top MemberList::kRanksMax, which a slightly different view hardly changes, while the
+    // balanced choice itself can shift with it (every chunk's choice depends on the loads before it).
+    std::array<uint32_t, MemberList::kRanksMax> positions{};
+    const size_t ranks =
+        members_->top(chunk_hash64(content.hash64, index),
+                      std::span(positions.data(),
+                                balanced_owners() ? MemberList::kRanksMax : options_.owner_ranks_max + 1));
     chunk.owner_candidate = false;
     for (size_t rank = 0; rank < ranks; ++rank)
       chunk.owner_candidate |= (*members_)[positions[rank]].id == options_.self.id;
@@ -1621,10 +1624,18 @@ void Engine::adopt_membership(Instant now, std::shared_ptr<const MemberList> mem
   pump(now);
 }
 
+size_t Engine::owner_positions(const ContentState& content, uint64_t index, std::span<uint32_t> out) const {
+  if (balanced_owners()) return members_->balanced_top(content.hash64, content.chunk_count, index, out);
+  return members_->top(chunk_hash64(content.hash64, index), out);
+}
+
 std::vector<NodeId> Engine::owners_of(const ChunkKey& chunk, size_t count) const {
   std::array<uint32_t, kOwnerRanksMax> positions{};
-  const uint64_t key = chunk_hash64(id_hash64(chunk.content.dht_id()), chunk.index);
-  const size_t found = members_->top(key, std::span(positions.data(), std::min(count, kOwnerRanksMax)));
+  const std::span<uint32_t> out(positions.data(), std::min(count, kOwnerRanksMax));
+  const auto content = find_content(chunk.content);
+  const size_t found = content
+                           ? owner_positions(contents_[*content], chunk.index, out)
+                           : members_->top(chunk_hash64(id_hash64(chunk.content.dht_id()), chunk.index), out);
   std::vector<NodeId> owners;
   for (size_t rank = 0; rank < found; ++rank) owners.push_back((*members_)[positions[rank]].id);
   return owners;

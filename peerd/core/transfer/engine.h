@@ -144,6 +144,10 @@ struct EngineOptions {
 
   // Source choice.
   uint32_t owner_ranks_max = 2;  // ranked owners tried (fetch-through) before the owner path
+  // From this many members chunk owners have a bounded load (MemberList::balanced_top): plain rendezvous
+  // leaves a few members with 3-6 chunks of a big blob, and each must send all of them to every reader.
+  // Below it owners hold many chunks each anyway and keep plain rendezvous; 0 = never.
+  uint32_t balanced_owners_from_members = 1024;
   // An owner that refuses a fetch-through ask (503: at serves_inflight_max) is asked again after a backoff
   // (doubling from owner_busy_backoff, jittered per node) up to owner_busy_retries_max times before the
   // next owner: skipping it would move the same load to the next owner and then to the upstream, where
@@ -373,7 +377,8 @@ class Engine {
   const EngineStats& stats() const { return stats_; }
   const EngineOptions& options() const { return options_; }
   bool is_banned(Instant now, const NodeId& peer) const;
-  // The rendezvous owner ranking this node currently computes for a chunk (tests and diagnostics).
+  // The owner ranking this node currently computes for a chunk (tests and diagnostics): balanced for a
+  // content it knows once the cluster is large enough (EngineOptions::balanced_owners_from_members).
   std::vector<NodeId> owners_of(const ChunkKey& chunk, size_t count) const;
   size_t fetches_active() const { return fetches_active_; }
   size_t reads_active() const { return reads_active_; }
@@ -688,6 +693,12 @@ class Engine {
   void pump(Instant now);
   void dispatch(Instant now, uint32_t job);
   void compute_owners(Job& job);
+  // The owners of a content's chunk, best first (balanced or plain rendezvous: see EngineOptions).
+  size_t owner_positions(const ContentState& content, uint64_t index, std::span<uint32_t> out) const;
+  bool balanced_owners() const {
+    return options_.balanced_owners_from_members != 0 &&
+           members_->size() >= options_.balanced_owners_from_members;
+  }
   Candidate try_peers(Instant now, uint32_t job, uint32_t avoid, bool hedge);
   void owner_path(Instant now, uint32_t job);
   bool reserve_for(Instant now, uint32_t job);

@@ -67,4 +67,42 @@ size_t MemberList::top(uint64_t chunk_hash, std::span<uint32_t> out) const {
   return count;
 }
 
+size_t MemberList::balanced_top(uint64_t content_hash, uint64_t chunk_count, uint64_t index,
+                                std::span<uint32_t> out) const {
+  assert(out.size() <= kRanksMax);
+  if (index >= chunk_count || peers_.empty()) return top(chunk_hash64(content_hash, index), out);
+  auto it = std::find_if(balanced_.begin(), balanced_.end(), [&](const Balanced& entry) {
+    return entry.content_hash == content_hash && entry.chunk_count == chunk_count;
+  });
+  if (it == balanced_.end()) {
+    if (balanced_.size() >= kBalancedContentsMax) balanced_.clear();
+    Balanced entry{content_hash, chunk_count, {}};
+    entry.ranks.resize(chunk_count);
+    const uint64_t cap =
+        std::max<uint64_t>(1, (chunk_count * 5 + 4 * peers_.size() - 1) / (4 * peers_.size()));
+    std::vector<uint32_t> loads(peers_.size(), 0);
+    for (uint64_t chunk = 0; chunk < chunk_count; ++chunk) {
+      Ranked& ranked = entry.ranks[chunk];
+      ranked.count = static_cast<uint32_t>(top(chunk_hash64(content_hash, chunk), ranked.positions));
+      uint32_t chosen = 0;
+      for (uint32_t rank = 0; rank < ranked.count; ++rank) {
+        if (loads[ranked.positions[rank]] < cap) {
+          chosen = rank;
+          break;
+        }
+        if (loads[ranked.positions[rank]] < loads[ranked.positions[chosen]]) chosen = rank;
+      }
+      std::rotate(ranked.positions.begin(), ranked.positions.begin() + chosen,
+                  ranked.positions.begin() + chosen + 1);
+      ++loads[ranked.positions[0]];
+    }
+    balanced_.push_back(std::move(entry));
+    it = balanced_.end() - 1;
+  }
+  const Ranked& ranked = it->ranks[index];
+  const size_t count = std::min<size_t>(out.size(), ranked.count);
+  std::copy_n(ranked.positions.begin(), count, out.begin());
+  return count;
+}
+
 }  // namespace peerd::transfer

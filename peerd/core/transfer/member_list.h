@@ -42,6 +42,16 @@ class MemberList {
   // first; out.size() <= kRanksMax), memoised per chunk hash. Returns how many were written.
   size_t top(uint64_t chunk_hash, std::span<uint32_t> out) const;
 
+  // Owners with a bounded load: the chunks of a content of `chunk_count` chunks are taken in index order,
+  // and each goes to the first of its top() members that owns fewer than the cap (ceil(1.25 x chunks /
+  // members), at least 1), else to the least loaded of them; that member comes first and the other top()
+  // members follow in their order. Plain rendezvous gives some members 3-6 chunks of a big blob while most
+  // have none, and in a cold pull an owner sends each of its chunks to every node, so those few set the
+  // pace. A pure function of the list and (content, chunk_count): nodes with the same view agree.
+  // An index at or past chunk_count gets top().
+  size_t balanced_top(uint64_t content_hash, uint64_t chunk_count, uint64_t index,
+                      std::span<uint32_t> out) const;
+
  private:
   struct Ranked {
     std::array<uint32_t, kRanksMax> positions{};
@@ -52,6 +62,13 @@ class MemberList {
   std::vector<uint64_t> hashes_;  // id_hash64 of each member, parallel to peers_
   size_t dropped_ = 0;
   mutable std::unordered_map<uint64_t, Ranked> memo_;
+  struct Balanced {
+    uint64_t content_hash = 0;
+    uint64_t chunk_count = 0;
+    std::vector<Ranked> ranks;  // per chunk index
+  };
+  static constexpr size_t kBalancedContentsMax = 64;  // then that memo starts over
+  mutable std::vector<Balanced> balanced_;
 };
 
 }  // namespace peerd::transfer
