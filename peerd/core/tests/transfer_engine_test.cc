@@ -317,6 +317,9 @@ TEST(TransferEngine, LargeClusterBalancesChunkOwners) {
   EXPECT_GE(owner_loads(0, 3000), 6u);
   // Cap ceil(1.25 x 3 000 / 2 000) = 2; a chunk whose five best members are all at the cap goes over it.
   EXPECT_LE(owner_loads(1024, 3000), 3u);
+  // Past MemberList::kBalancedChunksMax chunks (ranking them all would be too slow): plain rendezvous.
+  EXPECT_EQ(owner_loads(1024, MemberList::kBalancedChunksMax + 1),
+            owner_loads(0, MemberList::kBalancedChunksMax + 1));
 
   Driver driver;
   driver.engine.handle_membership(driver.now, members);

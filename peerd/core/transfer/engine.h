@@ -146,7 +146,8 @@ struct EngineOptions {
   uint32_t owner_ranks_max = 2;  // ranked owners tried (fetch-through) before the owner path
   // From this many members chunk owners have a bounded load (MemberList::balanced_top): plain rendezvous
   // leaves a few members with 3-6 chunks of a big blob, and each must send all of them to every reader.
-  // Below it owners hold many chunks each anyway and keep plain rendezvous; 0 = never.
+  // Below it owners hold many chunks each anyway and keep plain rendezvous; 0 = never. Items of more than
+  // MemberList::kBalancedChunksMax chunks keep plain rendezvous too.
   uint32_t balanced_owners_from_members = 1024;
   // An owner that refuses a fetch-through ask (503: at serves_inflight_max) is asked again after a backoff
   // (doubling from owner_busy_backoff, jittered per node) up to owner_busy_retries_max times before the

@@ -70,7 +70,8 @@ size_t MemberList::top(uint64_t chunk_hash, std::span<uint32_t> out) const {
 size_t MemberList::balanced_top(uint64_t content_hash, uint64_t chunk_count, uint64_t index,
                                 std::span<uint32_t> out) const {
   assert(out.size() <= kRanksMax);
-  if (index >= chunk_count || peers_.empty()) return top(chunk_hash64(content_hash, index), out);
+  if (index >= chunk_count || chunk_count > kBalancedChunksMax || peers_.empty())
+    return top(chunk_hash64(content_hash, index), out);
   auto it = std::find_if(balanced_.begin(), balanced_.end(), [&](const Balanced& entry) {
     return entry.content_hash == content_hash && entry.chunk_count == chunk_count;
   });

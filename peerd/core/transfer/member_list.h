@@ -24,6 +24,7 @@ class MemberList {
   // Ranks a memo keeps per chunk: the most any caller asks for (the engine's owner ranks + 1).
   static constexpr size_t kRanksMax = 5;
   static constexpr size_t kMemoEntriesMax = size_t{1} << 20;  // then the memo starts over (~64 MB)
+  static constexpr uint64_t kBalancedChunksMax = 4096;        // 4 GiB at the default chunk size
 
   // Sorted by id; of an id listed twice the later address is kept. At most `members_max` of `members` are
   // taken (the rest are counted in dropped()); `also` (if given and not listed) is added beyond that limit.
@@ -48,7 +49,8 @@ class MemberList {
   // members follow in their order. Plain rendezvous gives some members 3-6 chunks of a big blob while most
   // have none, and in a cold pull an owner sends each of its chunks to every node, so those few set the
   // pace. A pure function of the list and (content, chunk_count): nodes with the same view agree.
-  // An index at or past chunk_count gets top().
+  // An index at or past chunk_count, or a content of more than kBalancedChunksMax chunks, gets top(): the
+  // first call ranks every chunk of the content (an O(members) scan each), which must stay small.
   size_t balanced_top(uint64_t content_hash, uint64_t chunk_count, uint64_t index,
                       std::span<uint32_t> out) const;
 
