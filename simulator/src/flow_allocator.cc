@@ -37,9 +37,9 @@ FlowAllocator::LinkId FlowAllocator::add_link(double capacity_bytes_per_second) 
   assert(capacity_bytes_per_second > 0);
   Link link;
   link.capacity = capacity_bytes_per_second;
-  link.share = kInfinity;
   link.share_published = kInfinity;
   links_.push_back(std::move(link));
+  shares_.push_back(kInfinity);
   return static_cast<LinkId>(links_.size() - 1);
 }
 
@@ -104,14 +104,14 @@ void FlowAllocator::settle_finish_top() {
 
 double FlowAllocator::path_min_share(const Bundle& bundle) const {
   double share = kInfinity;
-  for (size_t hop = 0; hop < bundle.hops; ++hop) share = std::min(share, links_[bundle.links[hop]].share);
+  for (size_t hop = 0; hop < bundle.hops; ++hop) share = std::min(share, shares_[bundle.links[hop]]);
   return share;
 }
 
 double FlowAllocator::cap_excluding(const Bundle& bundle, LinkId link) const {
   double cap = kInfinity;
   for (size_t hop = 0; hop < bundle.hops; ++hop) {
-    if (bundle.links[hop] != link) cap = std::min(cap, links_[bundle.links[hop]].share);
+    if (bundle.links[hop] != link) cap = std::min(cap, shares_[bundle.links[hop]]);
   }
   return cap;
 }
@@ -168,7 +168,7 @@ void FlowAllocator::recompute_link(LinkId id, double now_seconds) {
   link.pending = 0;
   ++link_recomputations_;
   const double share = solve_share(id);
-  link.share = share;
+  shares_[id] = share;
   const double published = link.share_published;
   const double significance = std::max(tolerance_, kRelativeEpsilon);
   const bool moved = std::isinf(share) != std::isinf(published) ||

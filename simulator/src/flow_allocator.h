@@ -74,21 +74,21 @@ class FlowAllocator {
     double capacity = 0;
     std::vector<uint32_t> bundles;  // active bundles crossing this link
     uint64_t flows = 0;
-    double share = 0;            // s_l; infinity when no bundle is limited here
     double share_published = 0;  // the share the bundles were last updated with
     double pending = 0;          // usage change (bytes/s) not yet accounted for
     bool dirty = false;
   };
   struct Bundle {
+    // What solving a link's share and publishing it read, in the first cache line.
     LinkId links[kPathLinksMax] = {};
-    uint32_t positions[kPathLinksMax] = {};  // index of this bundle in each link's `bundles`
     uint8_t hops = 0;
     bool active = false;
-    uint64_t path_key = 0;
     uint64_t flows = 0;
     double rate = 0;           // per flow
     double virtual_bytes = 0;  // at `updated`
     double updated = 0;
+    uint32_t positions[kPathLinksMax] = {};  // index of this bundle in each link's `bundles`
+    uint64_t path_key = 0;
     uint64_t finish_stamp = 0;  // matches the live finish_heap_ entry; 0 = none
     double finish_at = 0;       // that entry's time: never later than the bundle's finish
     std::vector<std::pair<double, uint32_t>> by_finish;  // (virtual finish, flow slot), ascending
@@ -121,6 +121,9 @@ class FlowAllocator {
 
   double tolerance_;
   std::vector<Link> links_;
+  // s_l of every link (infinity when no bundle is limited there), apart from the rest of Link: every bundle
+  // visit reads the shares of its path, and a dense array of them stays in cache at 20 000 links.
+  std::vector<double> shares_;
   std::vector<Bundle> bundles_;
   std::vector<uint32_t> free_bundles_;
   std::unordered_multimap<uint64_t, uint32_t> bundle_index_;  // path hash -> bundles with that hash
