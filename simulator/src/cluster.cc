@@ -50,6 +50,63 @@ struct Overloaded : Handlers... {
 template <typename... Handlers>
 Overloaded(Handlers...) -> Overloaded<Handlers...>;
 
+// A map from ids of the form generation << 32 | slot (the engine's fetch and serve handles, the flow
+// network's requests) to values, kept in a vector by slot: no hashing, and a node's few live entries sit
+// together. Other ids work too (the packet network numbers its requests: slots never reused); slots past
+// kSlotsMax go to a hash map. The subset of std::unordered_map's interface the cluster uses, with pointers
+// for iterators.
+template <typename Value>
+class SlotMap {
+ public:
+  using Entry = std::pair<uint64_t, Value>;
+
+  Entry* find(uint64_t id) {
+    const uint64_t slot = static_cast<uint32_t>(id);
+    if (slot >= kSlotsMax) {
+      const auto it = overflow_.find(id);
+      return it == overflow_.end() ? nullptr : &it->second;
+    }
+    if (slot >= slots_.size() || !used_[slot] || slots_[slot].first != id) return nullptr;
+    return &slots_[slot];
+  }
+  Entry* end() { return nullptr; }
+  Value& at(uint64_t id) { return find(id)->second; }
+  Value& operator[](uint64_t id) {
+    if (Entry* entry = find(id)) return entry->second;
+    return emplace(id, Value{});
+  }
+  Value& emplace(uint64_t id, Value value) {
+    const uint64_t slot = static_cast<uint32_t>(id);
+    if (slot >= kSlotsMax)
+      return overflow_.insert_or_assign(id, Entry{id, std::move(value)}).first->second.second;
+    if (slot >= slots_.size()) {
+      slots_.resize(slot + 1);
+      used_.resize(slot + 1, false);
+    }
+    used_[slot] = true;
+    slots_[slot] = Entry{id, std::move(value)};
+    return slots_[slot].second;
+  }
+  void erase(Entry* entry) {
+    if (entry != nullptr) erase(entry->first);
+  }
+  void erase(uint64_t id) {
+    if (find(id) == nullptr) return;
+    const uint64_t slot = static_cast<uint32_t>(id);
+    if (slot >= kSlotsMax) {
+      overflow_.erase(id);
+    } else {
+      used_[slot] = false;
+    }
+  }
+
+ private:
+  static constexpr uint64_t kSlotsMax = uint64_t{1} << 24;
+  std::vector<Entry> slots_;
+  std::vector<bool> used_;
+  std::unordered_map<uint64_t, Entry> overflow_;
+};
+
 uint64_t mix(uint64_t value) {
   value ^= value >> 30;
   value *= 0xbf58476d1ce4e5b9ull;
@@ -168,9 +225,9 @@ class Cluster final : public NetworkHandler {
     bool slow = false;
     std::optional<Instant> engine_wakeup;
     std::optional<Instant> dht_wakeup;
-    bool dht_input = false;  // the DHT was given input since its output was last drained
-    std::unordered_map<uint64_t, RequestId> request_by_fetch;         // FetchId -> request
-    std::unordered_map<uint64_t, RequestId> request_by_serve;         // ServeId -> request
+    bool dht_input = false;               // the DHT was given input since its output was last drained
+    SlotMap<RequestId> request_by_fetch;  // FetchId -> request
+    SlotMap<RequestId> request_by_serve;  // ServeId -> request
     std::unordered_map<uint64_t, std::pair<size_t, uint64_t>> reads;  // ReadId -> (item, length)
     std::unordered_map<uint64_t, uint32_t> taint;  // (item, chunk) -> taint of the copy held
     // Workload.
@@ -272,8 +329,8 @@ class Cluster final : public NetworkHandler {
   std::vector<std::unique_ptr<Node>> nodes_;
   std::unordered_map<NodeId, NodeIndex, NodeIdHash> node_by_id_;
   std::unordered_map<Endpoint, NodeIndex, EndpointHash> node_by_endpoint_;
-  std::unordered_map<RequestId, ClientRequest> client_requests_;
-  std::unordered_map<RequestId, ServerRequest> server_requests_;
+  SlotMap<ClientRequest> client_requests_;
+  SlotMap<ServerRequest> server_requests_;
   Instant measure_start_;
   size_t nodes_unfinished_ = 0;
   uint64_t upstream_egress_bytes_ = 0;
